@@ -1,0 +1,269 @@
+"""One frozen config object: facequeue.toml + FACEQUEUE_<SECTION>__<KEY> overrides.
+
+Secrets (API keys) are read from the environment only and never appear in repr or logs.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError
+
+CONFIG_ENV = "FACEQUEUE_CONFIG"
+DEFAULT_CONFIG_NAME = "facequeue.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QueueConfig(Section):
+    people_in_flight: int = Field(2, ge=1, le=64)
+    lease_s: float = Field(300.0, gt=0)
+    heartbeat_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    backoff_base_s: float = Field(30.0, ge=0)
+    backoff_max_s: float = Field(3600.0, ge=0)
+    poll_s: float = Field(5.0, gt=0)
+    grace_s: float = Field(30.0, ge=0)
+
+
+class SearchConfig(Section):
+    provider: Literal["wikimedia", "rapidapi", "folder"] = "wikimedia"
+    max_results: int = Field(70, ge=1, le=1000)
+    query_template: str = "{name} {occupation}"
+
+
+class RapidApiConfig(Section):
+    base_url: str = "https://real-time-image-search.p.rapidapi.com"
+    host: str = "real-time-image-search.p.rapidapi.com"
+    limit: int = Field(100, ge=1, le=100)
+    size: str = "1024x768_and_more"
+    type: str = "face"
+    region: str = "us"
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class WikimediaConfig(Section):
+    api_url: str = "https://commons.wikimedia.org/w/api.php"
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class FolderConfig(Section):
+    root: str = "./photos"
+
+
+class DownloadConfig(Section):
+    concurrency: int = Field(32, ge=1, le=1024)
+    per_host: int = Field(8, ge=1, le=256)
+    allow_private_addresses: bool = False
+    min_image_side: int = Field(100, ge=1)
+    max_bytes: int = Field(30_000_000, ge=1024)
+    max_pixels: int = Field(50_000_000, ge=1)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(20.0, gt=0)
+    total_timeout_s: float = Field(60.0, gt=0)
+    retries: int = Field(3, ge=0, le=20)
+    retry_backoff_s: float = Field(0.5, ge=0)
+    retry_after_max_s: float = Field(60.0, ge=0)
+    max_redirects: int = Field(5, ge=0, le=30)
+    honor_x_robots_tag: bool = True
+    x_robots_block: list[str] = ["noai", "noimageai"]
+    honor_robots_txt: bool = True
+
+
+class AnalysisConfig(Section):
+    workers: int = Field(2, ge=1, le=64)
+    detector: str = "dlib"
+    model: str = "Dlib"
+    max_side: int = Field(1024, ge=128)
+    min_face_px: int = Field(70, ge=1)
+    extra_face_fraction: float = Field(0.5, gt=0, le=1)
+    blur_min: float = Field(15.0, ge=0)
+    align: bool = True
+    allow_weight_download: bool = False
+
+
+class CurationConfig(Section):
+    max_per_person: int = Field(40, ge=1)
+    min_references: int = Field(3, ge=1)
+    max_references: int = Field(7, ge=1)
+    threshold: float | None = Field(None, gt=0)
+    phash_distance: int = Field(6, ge=0, le=64)
+    duplicate_distance: float = Field(0.08, ge=0)
+    crop_margin: float = Field(0.2, ge=0, le=2)
+    keep_originals: bool = False
+
+
+class GalleryConfig(Section):
+    min_images: int = Field(5, ge=1)
+    threshold: float | None = Field(None, gt=0)
+
+
+class NamesConfig(Section):
+    occupations: list[str] = ["actor", "politician", "athlete", "musician"]
+    count: int = Field(20, ge=1, le=200)
+
+
+class LlmConfig(Section):
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4.1"
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0, le=20)
+
+
+class WikidataConfig(Section):
+    sparql_url: str = "https://query.wikidata.org/sparql"
+    cross_check: bool = True
+    timeout_s: float = Field(60.0, gt=0)
+
+
+class Secrets:
+    """API keys, read from the environment only."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.rapidapi_key = SecretStr(env.get("RAPIDAPI_KEY", ""))
+        self.openai_api_key = SecretStr(env.get("OPENAI_API_KEY", ""))
+
+    def __repr__(self) -> str:
+        return "Secrets(<hidden>)"
+
+
+_TOML_DATA: dict[str, Any] = {}
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Values from the already-parsed TOML file (lowest priority after env)."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
+        return _TOML_DATA.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_TOML_DATA)
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FACEQUEUE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    data_dir: Path = Path("./data")
+    log_file: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    user_agent: str = "facequeue/0.1 (face dataset collector; https://github.com/facequeue/facequeue)"
+
+    queue: QueueConfig = QueueConfig()
+    search: SearchConfig = SearchConfig()
+    rapidapi: RapidApiConfig = RapidApiConfig()
+    wikimedia: WikimediaConfig = WikimediaConfig()
+    folder: FolderConfig = FolderConfig()
+    download: DownloadConfig = DownloadConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    curation: CurationConfig = CurationConfig()
+    gallery: GalleryConfig = GalleryConfig()
+    names: NamesConfig = NamesConfig()
+    llm: LlmConfig = LlmConfig()
+    wikidata: WikidataConfig = WikidataConfig()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    # Paths derived from data_dir: one place decides the layout on disk.
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "facequeue.db"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def faces_dir(self) -> Path:
+        return self.data_dir / "faces"
+
+    @property
+    def gallery_dir(self) -> Path:
+        return self.data_dir / "gallery"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    @property
+    def secrets(self) -> Secrets:
+        return Secrets()
+
+
+def find_config_path(explicit: str | os.PathLike | None) -> Path | None:
+    """--config, else $FACEQUEUE_CONFIG, else ./facequeue.toml if it exists."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (from ${CONFIG_ENV})")
+        return path
+    path = Path(DEFAULT_CONFIG_NAME)
+    return path if path.is_file() else None
+
+
+def _resolve(base: Path, value: str | Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def _describe(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    got = err.get("input")
+    if isinstance(got, (str, int, float, bool)) and err["type"] != "missing":
+        return f"{key}: {msg} (got {got!r})"
+    return f"{key}: {msg}"
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Config:
+    """Load and validate the config. Raises ConfigError with a line per bad key."""
+    global _TOML_DATA
+    cfg_path = find_config_path(path)
+    data: dict[str, Any] = {}
+    if cfg_path is not None:
+        try:
+            data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{cfg_path}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{cfg_path}: cannot read: {exc.strerror}") from None
+    base = (cfg_path.parent if cfg_path else Path.cwd()).resolve()
+    _TOML_DATA = data
+    try:
+        cfg = Config(**overrides)
+    except ValidationError as exc:
+        where = f"{cfg_path}" if cfg_path else "config"
+        lines = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{where}: {lines}") from None
+    finally:
+        _TOML_DATA = {}
+    updates: dict[str, Any] = {"data_dir": _resolve(base, cfg.data_dir)}
+    if cfg.log_file:
+        updates["log_file"] = str(_resolve(base, cfg.log_file))
+    folder = cfg.folder.model_copy(update={"root": str(_resolve(base, cfg.folder.root))})
+    updates["folder"] = folder
+    return cfg.model_copy(update=updates)
