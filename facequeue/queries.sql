@@ -1,0 +1,223 @@
+-- Every SQL statement of facequeue, by name (loaded by store.py). Migrations hold the schema.
+-- :now_plus_lease etc. are computed by SQLite so every timestamp uses one clock and one format.
+
+-- name: insert_person
+INSERT INTO people (name, slug, country, occupation, search_name, source, wikidata_id,
+                    portrait_url, cross_check)
+VALUES (:name, :slug, :country, :occupation, :search_name, :source, :wikidata_id,
+        :portrait_url, :cross_check)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: person_exists
+SELECT id FROM people
+WHERE (slug = :slug AND country = :country)
+   OR (:wikidata_id IS NOT NULL AND wikidata_id = :wikidata_id)
+LIMIT 1;
+
+-- name: reclaim_expired
+UPDATE people
+SET state = 'queued', lease_owner = NULL, lease_until = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE state = 'running' AND lease_until < strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+RETURNING id, name;
+
+-- name: claim_person
+UPDATE people
+SET state = 'running', lease_owner = :owner,
+    lease_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || :lease_s || ' seconds'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = (
+    SELECT id FROM people
+    WHERE (state = 'queued'
+           AND (run_after IS NULL OR run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))
+       OR (state = 'running' AND lease_until < strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    ORDER BY COALESCE(run_after, created_at), id
+    LIMIT 1
+)
+RETURNING *;
+
+-- name: renew_leases
+UPDATE people
+SET lease_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || :lease_s || ' seconds')
+WHERE state = 'running' AND lease_owner = :owner
+RETURNING id;
+
+-- name: still_own
+SELECT 1 FROM people WHERE id = :id AND state = 'running' AND lease_owner = :owner;
+
+-- name: advance_stage
+UPDATE people
+SET stage = :stage, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND lease_owner = :owner AND state = 'running';
+
+-- name: finish_person
+UPDATE people
+SET state = :state, stage = 'done', state_reason = :reason, lease_owner = NULL,
+    lease_until = NULL, run_after = NULL, last_error = NULL,
+    finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND lease_owner = :owner AND state = 'running';
+
+-- name: fail_attempt
+UPDATE people
+SET state = CASE WHEN attempts + 1 >= :max_attempts THEN 'failed' ELSE 'queued' END,
+    attempts = attempts + 1,
+    last_error = :error,
+    run_after = CASE WHEN attempts + 1 >= :max_attempts THEN NULL
+                ELSE strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || :delay_s || ' seconds') END,
+    finished_at = CASE WHEN attempts + 1 >= :max_attempts
+                  THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE NULL END,
+    lease_owner = NULL, lease_until = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND lease_owner = :owner AND state = 'running'
+RETURNING state, attempts;
+
+-- name: fail_permanently
+UPDATE people
+SET state = 'failed', attempts = attempts + 1, last_error = :error, run_after = NULL,
+    lease_owner = NULL, lease_until = NULL,
+    finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND lease_owner = :owner AND state = 'running';
+
+-- name: release_person
+UPDATE people
+SET state = 'queued', lease_owner = NULL, lease_until = NULL, run_after = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND lease_owner = :owner AND state = 'running';
+
+-- name: release_owner
+UPDATE people
+SET state = 'queued', lease_owner = NULL, lease_until = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE lease_owner = :owner AND state = 'running';
+
+-- name: retry_failed
+UPDATE people
+SET state = 'queued', attempts = 0, run_after = NULL, last_error = NULL, finished_at = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE state = 'failed' AND (:id IS NULL OR id = :id)
+RETURNING id;
+
+-- name: requeue_person
+UPDATE people
+SET state = 'queued', stage = :stage, attempts = 0, run_after = NULL, last_error = NULL,
+    state_reason = NULL, finished_at = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND state <> 'running';
+
+-- name: get_person
+SELECT * FROM people WHERE id = :id;
+
+-- name: find_people
+SELECT * FROM people
+WHERE CAST(id AS TEXT) = :ref OR slug = :ref OR name = :ref OR lower(name) = lower(:ref)
+ORDER BY id;
+
+-- name: people_at_rest
+SELECT * FROM people WHERE stage = 'done' ORDER BY id;
+
+-- name: delete_person
+DELETE FROM people WHERE id = :id;
+
+-- name: count_people
+SELECT COUNT(*) FROM people;
+
+-- name: queue_summary
+SELECT state, people FROM queue_summary;
+
+-- name: next_run_after
+SELECT MIN(run_after) FROM people WHERE state = 'queued';
+
+-- name: claimable_count
+SELECT COUNT(*) FROM people
+WHERE (state = 'queued' AND (run_after IS NULL OR run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))
+   OR (state = 'running' AND lease_until < strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+
+-- name: person_progress_all
+SELECT * FROM person_progress ORDER BY person_id LIMIT :limit;
+
+-- name: person_progress_one
+SELECT * FROM person_progress WHERE person_id = :id;
+
+-- name: image_reasons
+SELECT state, COALESCE(reason, '') AS reason, COUNT(*) AS images
+FROM images WHERE person_id = :id GROUP BY state, reason ORDER BY state, images DESC;
+
+-- name: recent_failures
+SELECT id, name, country, stage, attempts, last_error, updated_at FROM people
+WHERE state = 'failed' ORDER BY updated_at DESC LIMIT :limit;
+
+-- name: register_daemon
+INSERT INTO daemons (id, pid, host) VALUES (:id, :pid, :host);
+
+-- name: beat_daemon
+UPDATE daemons SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), in_flight = :in_flight
+WHERE id = :id;
+
+-- name: stop_daemon
+UPDATE daemons SET stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), in_flight = 0 WHERE id = :id;
+
+-- name: live_daemons
+SELECT id, pid, host, started_at, heartbeat_at, in_flight FROM daemons
+WHERE stopped_at IS NULL
+  AND heartbeat_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || :stale_s || ' seconds')
+ORDER BY started_at;
+
+-- name: prune_daemons
+DELETE FROM daemons
+WHERE heartbeat_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-7 days');
+
+-- name: insert_image
+INSERT INTO images (person_id, provider, rank, url, thumbnail_url, page_url, title, license,
+                    author, width, height)
+VALUES (:person_id, :provider, :rank, :url, :thumbnail_url, :page_url, :title, :license,
+        :author, :width, :height)
+ON CONFLICT (person_id, url) DO NOTHING;
+
+-- name: images_of_person
+SELECT * FROM images WHERE person_id = :person_id ORDER BY rank, id;
+
+-- name: images_in_state
+SELECT * FROM images WHERE person_id = :person_id AND state = :state ORDER BY rank, id;
+
+-- name: image_downloaded
+UPDATE images
+SET state = 'downloaded', sha256 = :sha256, raw_path = :raw_path, final_url = :final_url,
+    content_type = :content_type, bytes = :bytes, width = :width, height = :height,
+    format = :format, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id;
+
+-- name: image_rejected
+UPDATE images
+SET state = 'rejected', reason = :reason, detail = :detail,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id;
+
+-- name: image_analyzed
+UPDATE images
+SET state = 'analyzed', analysis_status = :analysis_status, detail = :detail,
+    faces_json = :faces_json, face_count = :face_count, blur = :blur, brightness = :brightness,
+    contrast = :contrast, embedding = :embedding, phash = :phash, timings_json = :timings_json,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id;
+
+-- name: image_curated
+UPDATE images
+SET state = :state, reason = :reason, detail = :detail, is_reference = :is_reference,
+    distance = :distance, quality = :quality, crop_path = :crop_path,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id;
+
+-- name: forget_raw_path
+UPDATE images SET raw_path = NULL WHERE id = :id;
+
+-- name: raw_path_users
+SELECT COUNT(*) FROM images WHERE raw_path = :raw_path AND id <> :id;
+
+-- name: all_raw_paths
+SELECT DISTINCT raw_path FROM images WHERE raw_path IS NOT NULL;
+
+-- name: all_crop_paths
+SELECT crop_path FROM images WHERE crop_path IS NOT NULL;
