@@ -49,3 +49,7 @@ class LlmError(FacequeueError):
 
 class WikidataError(FacequeueError):
     """The Wikidata SPARQL endpoint gave no usable answer."""
+
+
+class LeaseLost(FacequeueError):
+    """Another daemon took over a person whose lease expired; this one stops working on it."""

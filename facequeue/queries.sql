@@ -49,7 +49,8 @@ SELECT 1 FROM people WHERE id = :id AND state = 'running' AND lease_owner = :own
 -- name: advance_stage
 UPDATE people
 SET stage = :stage, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-WHERE id = :id AND lease_owner = :owner AND state = 'running';
+WHERE id = :id AND lease_owner = :owner AND state = 'running'
+RETURNING id;
 
 -- name: finish_person
 UPDATE people
@@ -57,7 +58,8 @@ SET state = :state, stage = 'done', state_reason = :reason, lease_owner = NULL,
     lease_until = NULL, run_after = NULL, last_error = NULL,
     finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-WHERE id = :id AND lease_owner = :owner AND state = 'running';
+WHERE id = :id AND lease_owner = :owner AND state = 'running'
+RETURNING id;
 
 -- name: fail_attempt
 UPDATE people
@@ -200,6 +202,7 @@ UPDATE images
 SET state = 'analyzed', analysis_status = :analysis_status, detail = :detail,
     faces_json = :faces_json, face_count = :face_count, blur = :blur, brightness = :brightness,
     contrast = :contrast, embedding = :embedding, phash = :phash, timings_json = :timings_json,
+    face_path = :face_path,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE id = :id;
 
@@ -213,11 +216,113 @@ WHERE id = :id;
 -- name: forget_raw_path
 UPDATE images SET raw_path = NULL WHERE id = :id;
 
--- name: raw_path_users
-SELECT COUNT(*) FROM images WHERE raw_path = :raw_path AND id <> :id;
-
 -- name: all_raw_paths
 SELECT DISTINCT raw_path FROM images WHERE raw_path IS NOT NULL;
 
 -- name: all_crop_paths
-SELECT crop_path FROM images WHERE crop_path IS NOT NULL;
+SELECT crop_path FROM images WHERE crop_path IS NOT NULL
+UNION SELECT face_path FROM images WHERE face_path IS NOT NULL;
+
+-- name: claim_specific
+UPDATE people
+SET state = 'running', lease_owner = :owner,
+    lease_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || :lease_s || ' seconds'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND (state <> 'running' OR lease_until < strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+RETURNING *;
+
+-- name: other_users_of_raw
+SELECT COUNT(*) FROM images WHERE raw_path = :raw_path AND person_id <> :person_id;
+
+-- gallery queries
+
+-- name: gallery_accepted_images
+SELECT id, crop_path, embedding, is_reference, distance FROM images
+WHERE person_id = :person_id AND state = 'accepted' ORDER BY id;
+
+-- name: gallery_images_of
+SELECT id, image_id, path, sha256 FROM gallery_images WHERE person_id = :person_id ORDER BY id;
+
+-- name: gallery_person
+SELECT * FROM gallery_people WHERE person_id = :person_id;
+
+-- name: gallery_upsert_person
+INSERT INTO gallery_people (person_id, folder, images, model, metric, threshold)
+VALUES (:person_id, :folder, :images, :model, :metric, :threshold)
+ON CONFLICT (person_id) DO UPDATE
+SET folder = excluded.folder, images = excluded.images, model = excluded.model,
+    metric = excluded.metric, threshold = excluded.threshold,
+    promoted_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now');
+
+-- name: gallery_delete_image
+DELETE FROM gallery_images WHERE id = :id;
+
+-- name: gallery_upsert_image
+INSERT INTO gallery_images (person_id, image_id, path, sha256, embedding, is_reference)
+VALUES (:person_id, :image_id, :path, :sha256, :embedding, :is_reference)
+ON CONFLICT (image_id) DO UPDATE
+SET path = excluded.path, sha256 = excluded.sha256, embedding = excluded.embedding,
+    is_reference = excluded.is_reference;
+
+-- name: gallery_delete_person_images
+DELETE FROM gallery_images WHERE person_id = :person_id;
+
+-- name: gallery_delete_person
+DELETE FROM gallery_people WHERE person_id = :person_id;
+
+-- name: gallery_all_embeddings
+SELECT person_id, path, embedding FROM gallery_images ORDER BY person_id, id;
+
+-- name: gallery_identities
+SELECT g.person_id, p.name, p.country, g.folder FROM gallery_people g
+JOIN people p ON p.id = g.person_id;
+
+-- name: gallery_self_test
+UPDATE gallery_people
+SET tested_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), self_test_top1 = :top1,
+    self_test_misses = :misses, own_distance = :own_distance,
+    nearest_other_person_id = :nearest_other_person_id,
+    nearest_other_distance = :nearest_other_distance, margin = :margin,
+    flagged = :flagged, flag_reason = :flag_reason
+WHERE person_id = :person_id;
+
+-- name: gallery_tested_against
+SELECT person_id FROM gallery_people WHERE nearest_other_person_id = :person_id;
+
+-- name: gallery_list
+SELECT * FROM gallery_summary ORDER BY flagged DESC, person;
+
+-- name: gallery_paths
+SELECT path FROM gallery_images;
+
+-- name: gallery_folders
+SELECT person_id, folder FROM gallery_people;
+
+-- name: report_people
+SELECT pp.*, p.name, p.portrait_url, p.wikidata_id, p.finished_at,
+       g.folder AS gallery_folder, g.images AS gallery_images, g.self_test_top1, g.margin,
+       g.own_distance, g.nearest_other_distance, o.name AS nearest_other, g.flagged,
+       g.flag_reason
+FROM person_progress pp
+JOIN people p ON p.id = pp.person_id
+LEFT JOIN gallery_people g ON g.person_id = pp.person_id
+LEFT JOIN people o ON o.id = g.nearest_other_person_id
+ORDER BY pp.person_id;
+
+-- name: report_images
+SELECT i.*, (SELECT g.path FROM gallery_images g WHERE g.image_id = i.id) AS gallery_path
+FROM images i WHERE i.person_id = :person_id ORDER BY i.state, i.rank, i.id;
+
+-- name: report_totals
+SELECT COUNT(*) AS images,
+       COALESCE(SUM(state = 'accepted'), 0) AS accepted,
+       COALESCE(SUM(state = 'rejected'), 0) AS rejected,
+       COALESCE(SUM(state IN ('pending', 'downloaded', 'analyzed')), 0) AS in_progress
+FROM images;
+
+-- name: report_reasons
+SELECT reason, COUNT(*) AS images FROM images WHERE state = 'rejected'
+GROUP BY reason ORDER BY images DESC;
+
+-- name: doctor_quick_check
+PRAGMA quick_check;

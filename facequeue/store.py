@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Iterable
 import aiosqlite
 
 from .config import Config
-from .errors import StoreError
+from .errors import LeaseLost, StoreError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MIGRATIONS_DIR = PACKAGE_DIR.parent / "migrations"
@@ -221,12 +221,22 @@ class Store:
     async def still_own(self, person_id: int, owner: str) -> bool:
         return bool(await self._one(Q["still_own"], {"id": person_id, "owner": owner}))
 
+    async def claim_specific(self, person_id: int, owner: str, lease_s: float) -> dict | None:
+        rows = await self._write(Q["claim_specific"],
+                                 {"id": person_id, "owner": owner, "lease_s": lease_s})
+        return dict(rows[0]) if rows else None
+
     async def advance_stage(self, person_id: int, owner: str, stage: str) -> None:
-        await self._write(Q["advance_stage"], {"id": person_id, "owner": owner, "stage": stage})
+        rows = await self._write(Q["advance_stage"],
+                                 {"id": person_id, "owner": owner, "stage": stage})
+        if not rows:
+            raise LeaseLost(f"lease on person {person_id} was lost before stage {stage}")
 
     async def finish(self, person_id: int, owner: str, state: str, reason: str | None) -> None:
-        await self._write(Q["finish_person"],
-                          {"id": person_id, "owner": owner, "state": state, "reason": reason})
+        rows = await self._write(Q["finish_person"],
+                                 {"id": person_id, "owner": owner, "state": state, "reason": reason})
+        if not rows:
+            raise LeaseLost(f"lease on person {person_id} was lost before it finished")
 
     async def fail_attempt(self, person_id: int, owner: str, error: str, max_attempts: int,
                            delay_s: float) -> tuple[str, int] | None:
@@ -327,8 +337,8 @@ class Store:
         async with self.transaction() as conn:
             await conn.executemany(Q[statement], rows)
 
-    async def raw_path_users(self, raw_path: str, image_id: int) -> int:
-        row = await self._one(Q["raw_path_users"], {"raw_path": raw_path, "id": image_id})
+    async def other_users_of_raw(self, raw_path: str, person_id: int) -> int:
+        row = await self._one(Q["other_users_of_raw"], {"raw_path": raw_path, "person_id": person_id})
         return row[0]
 
     async def forget_raw_paths(self, image_ids: list[int]) -> None:

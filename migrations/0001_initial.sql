@@ -65,6 +65,7 @@ CREATE TABLE images (
     embedding     BLOB,                 -- float32 of the main face
     phash         TEXT,
     timings_json  TEXT,
+    face_path     TEXT,                 -- 20%-margin crop of the main face (relative), kept for recurate and review
     -- curation
     is_reference  INTEGER NOT NULL DEFAULT 0,
     distance      REAL,                 -- to the reference set

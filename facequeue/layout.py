@@ -1,0 +1,39 @@
+"""Where a person's files live under data_dir. One place decides, every module asks here."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from anyascii import anyascii
+
+from .config import Config
+
+
+def ascii_slug(text: str, max_len: int = 60) -> str:
+    """Folder-safe ASCII for short labels such as a country ('Côte d'Ivoire' -> 'Cote_dIvoire')."""
+    flat = anyascii(text or "").replace("'", "")
+    flat = re.sub(r"[^A-Za-z0-9]+", "_", flat).strip("_")
+    return flat[:max_len].strip("_") or "unknown"
+
+
+def person_folder(person: dict) -> str:
+    """`<slug>__<country>`: unique because (slug, country) is unique in the people table."""
+    return f"{person['slug']}__{ascii_slug(person['country'])}"
+
+
+def candidates_dir(cfg: Config, person: dict) -> Path:
+    """Face crops of every analyzed image (kept for re-curation and the review report)."""
+    return cfg.data_dir / "candidates" / person_folder(person)
+
+
+def faces_dir(cfg: Config, person: dict) -> Path:
+    """Accepted face crops and their JSON sidecars."""
+    return cfg.faces_dir / person_folder(person)
+
+
+def relative(cfg: Config, path: Path) -> str:
+    return str(Path(path).resolve().relative_to(cfg.data_dir.resolve()))
+
+
+def absolute(cfg: Config, rel: str) -> Path:
+    return cfg.data_dir / rel

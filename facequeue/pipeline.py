@@ -1,0 +1,310 @@
+"""What happens to one person: its stages in order, each recorded as done before the next.
+
+A stage is `async fn(person) -> None | (final_state, reason)`. None means "done, go on";
+a tuple ends the person at rest (promoted, insufficient, no_consensus). Every stage is
+idempotent: after a crash the person resumes at the first stage not recorded as done and
+that stage only redoes what its rows say is unfinished.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Awaitable, Callable, Optional
+
+import numpy as np
+import structlog
+
+from . import layout
+from .config import Config
+from .errors import PermanentStageError
+from .store import Store
+
+STAGES = ("search", "download", "analyze", "curate", "promote")
+StageResult = Optional[tuple[str, Optional[str]]]
+StageFn = Callable[[dict], Awaitable[StageResult]]
+
+log = structlog.get_logger("facequeue.pipeline")
+
+
+def next_stage(stage: str) -> str:
+    i = STAGES.index(stage)
+    return STAGES[i + 1] if i + 1 < len(STAGES) else "done"
+
+
+class Pipeline:
+    """Runs a claimed person's remaining stages; the daemon owns claims and leases."""
+
+    def __init__(self, store: Store, stages: dict[str, StageFn]) -> None:
+        self.store = store
+        self.stages = stages
+
+    async def run_person(self, person: dict, owner: str) -> str:
+        """Returns the state the person ends in ('queued' if a stage is not built yet)."""
+        stage = person["stage"]
+        while stage != "done":
+            fn = self.stages.get(stage)
+            if fn is None:
+                # Not built: leave the person waiting at this stage instead of pretending.
+                log.warning("stage_not_available", stage=stage)
+                await self.store.release(person["id"], owner)
+                return "queued"
+            with structlog.contextvars.bound_contextvars(stage=stage):
+                log.info("stage_started")
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                result = await fn(person)
+                log.info("stage_done", seconds=round(loop.time() - started, 3))
+            if result is not None:
+                state, reason = result
+                await self.store.finish(person["id"], owner, state, reason)
+                log.info("person_finished", state=state, reason=reason)
+                return state
+            stage = next_stage(stage)
+            if stage == "done":
+                await self.store.finish(person["id"], owner, "promoted", None)
+                return "promoted"
+            await self.store.advance_stage(person["id"], owner, stage)
+            person = {**person, "stage": stage}
+        return person["state"]
+
+
+@dataclass
+class Resources:
+    """The daemon's shared, lazily created clients: one HTTP session, one process pool."""
+
+    cfg: Config
+    _session: object = None
+    _downloader: object = None
+    _provider: object = None
+    _pool: object = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def downloader(self):
+        from . import download
+        async with self._lock:
+            if self._downloader is None:
+                self._session = download.make_session(self.cfg)
+                self._downloader = download.Downloader(self.cfg, self._session)
+            return self._downloader
+
+    async def provider(self):
+        from . import search
+        await self.downloader()
+        async with self._lock:
+            if self._provider is None:
+                self._provider = search.make_provider(self.cfg, self._session)
+            return self._provider
+
+    async def pool(self):
+        from . import analyze
+        async with self._lock:
+            if self._pool is None:
+                settings = analyze.AnalysisSettings.from_config(self.cfg)
+                self._pool = await asyncio.to_thread(
+                    analyze.AnalysisPool, settings, self.cfg.analysis.workers)
+            return self._pool
+
+    async def close(self) -> None:
+        if self._downloader is not None:
+            await self._downloader.close()
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        if self._pool is not None:
+            self._pool.close()
+
+
+class Stages:
+    """The real stages, built from the stage modules (search, download, analyze, curate...)."""
+
+    def __init__(self, cfg: Config, store: Store, res: Resources) -> None:
+        self.cfg, self.store, self.res = cfg, store, res
+
+    def mapping(self) -> dict[str, StageFn]:
+        return {"search": self.search, "download": self.download, "analyze": self.analyze,
+                "curate": self.curate, "promote": self.promote}
+
+    # -- search --------------------------------------------------------------------------
+    async def search(self, person: dict) -> StageResult:
+        from .search import PersonQuery
+        provider = await self.res.provider()
+        query = PersonQuery(name=person["name"], slug=person["slug"], country=person["country"],
+                            occupation=person["occupation"], search_name=person["search_name"])
+        results = await provider.search(query)
+        rows = [dict(person_id=person["id"], provider=r.provider, rank=r.rank, url=r.url,
+                     thumbnail_url=r.thumbnail_url, page_url=r.page_url, title=r.title,
+                     license=r.license, author=r.author, width=r.width, height=r.height)
+                for r in results]
+        if person.get("portrait_url"):
+            # A known portrait (Wikidata P18) anchors reference selection at curation.
+            rows.append(dict(person_id=person["id"], provider="portrait", rank=0,
+                             url=person["portrait_url"], thumbnail_url=None, page_url=None,
+                             title="portrait", license=None, author=None, width=None,
+                             height=None))
+        await self.store.insert_images(rows)
+        log.info("search_results", provider=provider.name, results=len(results))
+        return None
+
+    # -- download ------------------------------------------------------------------------
+    async def download(self, person: dict) -> StageResult:
+        downloader = await self.res.downloader()
+        pending = await self.store.images_of(person["id"], "pending")
+        raw_dir = self.cfg.raw_dir
+
+        async def one(img: dict) -> None:
+            if img["provider"] == "folder":
+                outcome = await downloader.ingest_file(Path(img["url"]), raw_dir)
+            else:
+                outcome = await downloader.fetch(img["url"], raw_dir)
+            if outcome.ok:
+                await self.store.update_image(
+                    "image_downloaded", id=img["id"], sha256=outcome.sha256,
+                    raw_path=layout.relative(self.cfg, outcome.path), final_url=outcome.final_url,
+                    content_type=outcome.content_type, bytes=outcome.size, width=outcome.width,
+                    height=outcome.height, format=outcome.format)
+            else:
+                log.info("image_rejected", image_id=img["id"], reason=outcome.reason,
+                         detail=outcome.detail)
+                await self.store.update_image("image_rejected", id=img["id"],
+                                              reason=outcome.reason, detail=outcome.detail)
+
+        await asyncio.gather(*(one(img) for img in pending))
+        return None
+
+    # -- analyze -------------------------------------------------------------------------
+    async def analyze(self, person: dict) -> StageResult:
+        todo = await self.store.images_of(person["id"], "downloaded")
+        if not todo:
+            return None
+        pool = await self.res.pool()
+        crops = layout.candidates_dir(self.cfg, person)
+        margin = self.cfg.curation.crop_margin
+
+        async def one(img: dict) -> None:
+            raw = layout.absolute(self.cfg, img["raw_path"])
+            fa = await pool.analyze(str(raw))
+            face_path = None
+            if fa.status == "ok" and fa.faces:
+                dest = crops / f"{img['id']}.jpg"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                await pool.crop(str(raw), fa.faces[0], margin, str(dest))
+                face_path = layout.relative(self.cfg, dest)
+            log.debug("image_analyzed", image_id=img["id"], status=fa.status,
+                      faces=len(fa.faces), timings=fa.timings)
+            await self.store.update_image(
+                "image_analyzed", id=img["id"], analysis_status=fa.status, detail=fa.detail,
+                faces_json=json.dumps([[f.x, f.y, f.w, f.h, round(f.confidence, 4)]
+                                       for f in fa.faces]),
+                face_count=len(fa.faces), blur=fa.blur, brightness=fa.brightness,
+                contrast=fa.contrast, embedding=fa.embedding, phash=fa.phash,
+                timings_json=json.dumps(fa.timings), face_path=face_path)
+
+        await asyncio.gather(*(one(img) for img in todo))
+        return None
+
+    # -- curate --------------------------------------------------------------------------
+    async def curate(self, person: dict) -> StageResult:
+        from . import curate as curation
+        from .analyze import Face, FaceAnalysis
+        rows = [r for r in await self.store.images_of(person["id"])
+                if r["analysis_status"] is not None]
+        candidates = []
+        for r in rows:
+            faces = tuple(Face(int(b[0]), int(b[1]), int(b[2]), int(b[3]), float(b[4]))
+                          for b in json.loads(r["faces_json"] or "[]"))
+            fa = FaceAnalysis(status=r["analysis_status"], detail=r["detail"],
+                              width=r["width"] or 0, height=r["height"] or 0, faces=faces,
+                              blur=r["blur"], brightness=r["brightness"], contrast=r["contrast"],
+                              embedding=r["embedding"], phash=r["phash"],
+                              timings=json.loads(r["timings_json"] or "{}"))
+            candidates.append(curation.Candidate(image_id=r["id"], rank=r["rank"], analysis=fa,
+                                                 anchor=r["provider"] == "portrait"))
+        params = curation.CurationParams.from_config(self.cfg)
+        result = curation.curate(candidates, params)
+        by_id = {r["id"]: r for r in rows}
+        out_dir = layout.faces_dir(self.cfg, person)
+        updates, keep = [], set()
+        for d in result.decisions:
+            row = by_id[d.image_id]
+            crop_rel = None
+            if d.state == "accepted":
+                dest = out_dir / accepted_name(person, row)
+                await self._write_accepted(person, row, dest, d)
+                crop_rel = layout.relative(self.cfg, dest)
+                keep.update({dest.name, dest.with_suffix(".json").name})
+            updates.append(dict(id=d.image_id, state=d.state, reason=d.reason,
+                                detail=row["detail"] if d.state == "rejected" else None,
+                                is_reference=int(d.is_reference), distance=d.distance,
+                                quality=d.quality, crop_path=crop_rel))
+        await self.store.update_images("image_curated", updates)
+        _remove_unlisted(out_dir, keep)
+        if not self.cfg.curation.keep_originals:
+            await self._delete_originals(person, rows)
+        accepted = sum(1 for d in result.decisions if d.state == "accepted")
+        log.info("curated", outcome=result.outcome, accepted=accepted,
+                 references=list(result.reference_ids), reason=result.reason)
+        if result.outcome == "no_consensus":
+            return ("no_consensus", result.reason)
+        return None
+
+    async def _write_accepted(self, person: dict, row: dict, dest: Path, decision) -> None:
+        from . import metadata
+        src = layout.absolute(self.cfg, row["face_path"])
+        if not src.is_file():
+            raise PermanentStageError(f"face crop missing for image {row['id']}: {src}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_copy(src, dest)
+        pool = await self.res.pool()
+        from .analyze import AnalysisSettings
+        settings = AnalysisSettings.from_config(self.cfg)
+        described = await pool.run(metadata.describe_image, str(dest), settings)
+        row = {**row, "distance": decision.distance, "is_reference": decision.is_reference}
+        sidecar = metadata.build_sidecar(dest, analysis_of_crop=described, person=person,
+                                        image_row=row, settings=settings)
+        metadata.write_sidecar(dest, sidecar)
+
+    async def _delete_originals(self, person: dict, rows: list[dict]) -> None:
+        """Drop this person's raw files; a file another person still needs stays."""
+        with_raw = [r for r in rows if r["raw_path"]]
+        if not with_raw:
+            return
+        await self.store.forget_raw_paths([r["id"] for r in with_raw])
+        for r in with_raw:
+            if await self.store.other_users_of_raw(r["raw_path"], person["id"]) == 0:
+                layout.absolute(self.cfg, r["raw_path"]).unlink(missing_ok=True)
+
+    # -- promote -------------------------------------------------------------------------
+    async def promote(self, person: dict) -> StageResult:
+        from . import gallery
+        state, reason = await gallery.promote_person(self.cfg, self.store, person)
+        return (state, reason)
+
+
+def accepted_name(person: dict, row: dict) -> str:
+    """Stable, unique crop name in the seed's style: Name_YYYYMMDD_HHMMSS_<image id>.jpg."""
+    stamp = (row.get("created_at") or "")[:19].replace("-", "").replace(":", "").replace("T", "_")
+    return f"{person['slug']}_{stamp or 'undated'}_{row['id']}.jpg"
+
+
+def _atomic_copy(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _remove_unlisted(folder: Path, keep: set[str]) -> None:
+    """After (re)curation the folder holds exactly the accepted crops and their sidecars."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.name not in keep and path.is_file():
+            path.unlink(missing_ok=True)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def embedding_of(row: dict) -> np.ndarray | None:
+    return None if row.get("embedding") is None else np.frombuffer(row["embedding"], np.float32)
