@@ -37,6 +37,8 @@ class SearchConfig(Section):
     provider: Literal["wikimedia", "rapidapi", "folder"] = "wikimedia"
     max_results: int = Field(70, ge=1, le=1000)
     query_template: str = "{name} {occupation}"
+    retries: int = Field(2, ge=0, le=10)          # provider HTTP retries on 429/5xx/network errors
+    retry_backoff_s: float = Field(1.0, ge=0)     # first retry delay, doubled each time, with jitter
 
 
 class RapidApiConfig(Section):
@@ -51,6 +53,7 @@ class RapidApiConfig(Section):
 
 class WikimediaConfig(Section):
     api_url: str = "https://commons.wikimedia.org/w/api.php"
+    thumb_width: int = Field(1280, ge=0)          # also ask for a thumbnail this wide (0: none)
     timeout_s: float = Field(30.0, gt=0)
 
 
@@ -62,6 +65,7 @@ class DownloadConfig(Section):
     concurrency: int = Field(32, ge=1, le=1024)
     per_host: int = Field(8, ge=1, le=256)
     allow_private_addresses: bool = False
+    allowed_networks: list[str] = []              # CIDRs exempt from the private-address guard
     min_image_side: int = Field(100, ge=1)
     max_bytes: int = Field(30_000_000, ge=1024)
     max_pixels: int = Field(50_000_000, ge=1)
