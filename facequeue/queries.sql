@@ -326,3 +326,14 @@ GROUP BY reason ORDER BY images DESC;
 
 -- name: doctor_quick_check
 PRAGMA quick_check;
+
+-- metadata/stats queries
+-- (`facequeue stats --db`: accepted images through the image_outcomes view; person_progress
+-- gives the people with none.)
+
+-- name: metadata_accepted_images
+SELECT person_id, person, country, crop_path, image_id
+FROM image_outcomes WHERE state = 'accepted' ORDER BY person_id, image_id;
+
+-- name: metadata_people
+SELECT person_id, person, country, accepted FROM person_progress ORDER BY person_id;

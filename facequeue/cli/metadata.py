@@ -1,0 +1,264 @@
+"""`facequeue metadata DIR` (add missing JSON sidecars to a folder of face images) and
+`facequeue stats DIR|--db` (dataset statistics from the sidecars)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .. import metadata as md
+from ..errors import InputError, NotFoundError
+from . import App, main, pass_app, run_async
+
+
+# ============================================================================ metadata
+
+def plan(images: list[Path], force: bool) -> tuple[list[Path], list[Path], dict[Path, str]]:
+    """(to generate, already have JSON, errors found before analysis: path -> reason).
+
+    A sidecar that exists but is not a JSON object (empty, truncated) is regenerated.
+    Two images with one base name (a.jpg, a.png) would share a.json: the first keeps it."""
+    todo, have, errors = [], [], {}
+    owner: dict[Path, Path] = {}
+    for img in images:
+        side = md.sidecar_path(img)
+        if side in owner:
+            errors[img] = f"its sidecar {side.name} belongs to {owner[side].name} (same base name)"
+            continue
+        owner[side] = img
+        if not force and side.exists() and md.read_sidecar(side) is not None:
+            have.append(img)
+        else:
+            todo.append(img)
+    return todo, have, errors
+
+
+async def generate(paths: list[Path], settings: Any, workers: int, force: bool,
+                   on_done=None) -> dict[Path, str | None]:
+    """Describe every image in the analysis pool and write its sidecar. Returns path -> None
+    (written) or the reason it failed; one bad file never stops the others."""
+    from ..analyze import AnalysisPool
+
+    results: dict[Path, str | None] = {}
+    pool = AnalysisPool(settings, workers)
+    sem = asyncio.Semaphore(workers * 2)   # keep the pool fed without queueing everything
+
+    async def one(path: Path) -> None:
+        async with sem:
+            try:
+                described = await pool.run(md.describe_image, str(path), settings)
+                if described["status"] == "unreadable":
+                    raise ValueError(described["detail"] or "unreadable image")
+                previous = md.read_sidecar(md.sidecar_path(path)) if force else None
+                sidecar = md.build_sidecar(path, analysis_of_crop=described, person=None, image_row=None,
+                                           settings=settings, previous=previous)
+                md.write_sidecar(path, sidecar)
+                results[path] = None
+            except Exception as exc:  # noqa: BLE001 - reported per file, batch continues
+                results[path] = str(exc) or type(exc).__name__
+        if on_done:
+            on_done(path, results[path])
+
+    try:
+        await asyncio.gather(*(one(p) for p in paths))
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, pool.close)
+    return results
+
+
+def _summary_table(found: int, had: int, generated: int, errors: int) -> Table:
+    table = Table(show_header=False, box=None, padding=(0, 1))
+    table.add_column()
+    table.add_column(justify="right")
+    table.add_row("Total images found", str(found))
+    table.add_row("Already had JSON", str(had))
+    table.add_row("[green]Metadata generated[/green]", str(generated))
+    table.add_row("[red]Errors[/red]" if errors else "Errors", str(errors))
+    return table
+
+
+@main.command("metadata")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--force", "-f", is_flag=True, help="Regenerate sidecars that already exist.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (automation).")
+@click.option("--dry-run", is_flag=True, help="Show what would be done; write nothing.")
+@click.option("--recursive", "-r", is_flag=True, help="Also scan sub-folders.")
+@click.option("--workers", "-w", type=click.IntRange(1, 64), default=None,
+              help="Analysis processes (default: analysis.workers).")
+@pass_app
+@click.pass_context
+def metadata_cmd(ctx: click.Context, app: App, directory: Path, force: bool, yes: bool, dry_run: bool,
+                 recursive: bool, workers: int | None) -> None:
+    """Write a JSON sidecar for every JPG/PNG/WebP image in DIRECTORY that lacks one.
+
+    Each image is analysed once in the process pool (faces, quality, skin tone, hair
+    colour, colours; age and sex when DeepFace's weights are installed). Exit code 1 if
+    any image failed; the failures are listed with their reasons.
+    """
+    console = Console()
+    out = Console(highlight=False, soft_wrap=True)
+    images = md.scan_images(directory, recursive=recursive)
+    todo, have, errors = plan(images, force)
+    out.print(f"\nScanning directory: {escape(str(directory.resolve()))}\n")
+    out.print("Found:")
+    out.print(f"  Total images: {len(images)}")
+    out.print(f"  Already have JSON: {len(have)}")
+    out.print(f"  Need metadata: {len(todo)}" + (" (--force)" if force else ""))
+    if errors:
+        out.print(f"  Cannot get metadata: {len(errors)}")
+
+    if dry_run:
+        out.print("\nDry run: nothing is written. Would generate:")
+        for p in todo:
+            out.print(f"  {escape(str(p))}")
+        for p, reason in errors.items():
+            out.print(f"  [red]error[/red] {escape(str(p))}: {escape(reason)}")
+        return
+    generated = 0
+    if todo:
+        if not yes:
+            click.confirm(f"\nGenerate metadata for {len(todo)} image(s)?", default=True, abort=True)
+        cfg = app.config
+        from ..analyze import AnalysisSettings
+
+        settings = AnalysisSettings.from_config(cfg)
+        n_workers = workers or cfg.analysis.workers
+        out.print(f"\nGenerating metadata ({n_workers} worker(s))...\n")
+        t0 = time.perf_counter()
+        if console.is_terminal:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            with Progress(TextColumn("  Processing images..."), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
+                task = bar.add_task("metadata", total=len(todo))
+                results = run_async(generate(todo, settings, n_workers, force,
+                                             on_done=lambda p, e: bar.advance(task)))
+        else:
+            done = [0]
+
+            def line(path: Path, err: str | None) -> None:
+                done[0] += 1
+                click.echo(f"[{done[0]}/{len(todo)}] {'error' if err else 'ok'} {path}"
+                           + (f": {err}" if err else ""))
+
+            results = run_async(generate(todo, settings, n_workers, force, on_done=line))
+        elapsed = time.perf_counter() - t0
+        generated = sum(1 for e in results.values() if e is None)
+        errors.update({p: e for p, e in results.items() if e is not None})
+        if generated:
+            out.print(f"\n{generated} sidecar(s) in {elapsed:.1f} s ({generated / elapsed:.1f} images/s)")
+
+    out.print("\n" + "=" * 60)
+    out.print("METADATA GENERATION COMPLETE" + (" WITH ERRORS" if errors else "!"))
+    out.print("=" * 60 + "\n")
+    out.print(_summary_table(len(images), len(have), generated, len(errors)))
+    if errors:
+        out.print("\nErrors:")
+        for p, reason in sorted(errors.items()):
+            out.print(f"  [red]x[/red] {escape(str(p))}: {escape(reason)}")
+    n_json = sum(1 for p in images if md.sidecar_path(p).exists())
+    out.print(f"\nDirectory: {escape(str(directory.resolve()))}\n\nFinal counts:")
+    out.print(f"  Image files: {len(images)}")
+    out.print(f"  Images with JSON: {n_json}")
+    if n_json == len(images) and not errors:
+        out.print("\n[green]All images now have metadata![/green]")
+    else:
+        out.print(f"\n{len(images) - n_json} image(s) still lack metadata.")
+    out.print("=" * 60)
+    if errors:
+        ctx.exit(1)
+
+
+# ============================================================================ stats
+
+LABELS = {"person": "Person", "country": "Country", "sex": "Sex", "age_group": "Age group",
+          "skin_tone": "Skin tone (ITA)", "image_quality": "Quality level"}
+
+
+async def _db_records(app: App) -> tuple[list[dict], list[str], int]:
+    from ..store import Store
+
+    cfg = app.config
+    if not cfg.db_path.is_file():
+        raise NotFoundError(f"no database at {cfg.db_path} (set data_dir or --config)")
+    from .. import dataset_stats
+
+    store = await Store.open(cfg.db_path, migrate=False)
+    try:
+        rows = [dict(r) for r in await store.query("metadata_accepted_images")]
+        people = [dict(r) for r in await store.query("metadata_people")]
+    finally:
+        await store.close()
+    records, missing = dataset_stats.records_from_rows(rows, cfg.data_dir)
+    return records, [p["person"] for p in people if not p["accepted"]], missing
+
+
+def _print_stats(stats: dict, top: int, notes: list[str]) -> None:
+    console = Console(highlight=False)
+    console.print(f"\n[bold]{stats['images']}[/bold] images of [bold]{stats['people']}[/bold] people\n")
+    for key, label in LABELS.items():
+        items = list(stats[key].items())
+        table = Table(title=label, title_justify="left")
+        table.add_column(label)
+        table.add_column("images", justify="right")
+        table.add_column("%", justify="right")
+        for name, n in items[:top]:
+            table.add_row(str(name), str(n), f"{100.0 * n / max(1, stats['images']):.1f}")
+        if len(items) > top:
+            table.add_row(f"... {len(items) - top} more", "", "")
+        console.print(table)
+    hist = Table(title="Images per person", title_justify="left")
+    hist.add_column("images")
+    hist.add_column("people", justify="right")
+    for h in stats["images_per_person"]:
+        hist.add_row(h["images"], str(h["people"]))
+    console.print(hist)
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+@main.command("stats")
+@click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--db", "use_db", is_flag=True, help="Accepted images of the database (data_dir) instead of a folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a PNG chart to this file.")
+@click.option("--top", type=click.IntRange(1), default=20, show_default=True, help="Rows per table.")
+@click.pass_context
+def stats_cmd(ctx: click.Context, directory: Path | None, use_db: bool, as_json: bool,
+              plot_file: Path | None, top: int) -> None:
+    """Dataset statistics from the JSON sidecars of DIRECTORY (recursive) or of the database's
+    accepted images (--db): counts per person, country, sex, age group, skin tone and
+    quality level, and how many people have how many images."""
+    from .. import dataset_stats
+
+    if (directory is None) == (not use_db):
+        raise InputError("give either a DIRECTORY or --db")
+    notes: list[str] = []
+    empty: list[str] = []
+    if use_db:
+        records, empty, missing = run_async(_db_records(ctx.find_object(App)))
+        if missing:
+            notes.append(f"{missing} accepted image(s) have no readable sidecar (attributes 'unknown')")
+    else:
+        records, bad = dataset_stats.records_from_dir(directory)
+        if bad:
+            notes.append(f"{bad} JSON file(s) are not sidecars or not readable: skipped")
+    stats = dataset_stats.aggregate(records, empty)
+    if empty:
+        stats["people_without_images"] = len(empty)
+    if plot_file is not None:
+        dataset_stats.plot(stats, plot_file)
+        notes.append(f"chart written to {plot_file}")
+    if as_json:
+        click.echo(json.dumps({**stats, "notes": notes}, indent=2, ensure_ascii=False))
+    else:
+        _print_stats(stats, top, notes)
