@@ -112,6 +112,7 @@ class GalleryConfig(Section):
 class NamesConfig(Section):
     occupations: list[str] = ["actor", "politician", "athlete", "musician"]
     count: int = Field(20, ge=1, le=200)
+    source: Literal["llm", "wikidata"] = "llm"     # default of `add-country --source`
 
 
 class LlmConfig(Section):
@@ -119,12 +120,16 @@ class LlmConfig(Section):
     model: str = "gpt-4.1"
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
+    retry_backoff_s: float = Field(1.0, ge=0)     # first retry delay, doubled each time, with jitter
+    concurrency: int = Field(4, ge=1, le=64)       # occupations asked at once
 
 
 class WikidataConfig(Section):
     sparql_url: str = "https://query.wikidata.org/sparql"
     cross_check: bool = True
     timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=20)      # on 429/5xx/timeouts/malformed answers
+    retry_backoff_s: float = Field(2.0, ge=0)     # first retry delay, doubled each time, with jitter
 
 
 class Secrets:
