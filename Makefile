@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench browser install-service clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +16,31 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The main job on the default config (Wikimedia Commons search: no account, no API key).
 run: $(STAMP)
-	$(BIN)/facequeue demo
+	$(BIN)/facequeue add-person "Nikola Tesla" --country Serbia --occupation inventor
+	$(BIN)/facequeue run --once
+	$(BIN)/facequeue status
 
-test: $(STAMP)
+# The report test drives Debian's headless Chromium.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get install -y -qq chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Run as root on the target machine after `make setup` in /opt/facequeue (README: systemd).
+install-service: $(STAMP)
+	id -u facequeue >/dev/null 2>&1 || useradd --system --home /var/lib/facequeue --shell /usr/sbin/nologin facequeue
+	install -d -m 0755 /etc/facequeue
+	[ -f /etc/facequeue/facequeue.toml ] || install -m 0644 facequeue.toml /etc/facequeue/facequeue.toml
+	[ -f /etc/facequeue/secrets.env ] || install -m 0600 /dev/null /etc/facequeue/secrets.env
+	install -m 0644 systemd/facequeue.service /etc/systemd/system/facequeue.service
+	systemctl daemon-reload
+	systemctl enable --now facequeue
 
 clean:
 	rm -rf $(VENV) data
