@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import unicodedata
 from urllib.parse import urlsplit
@@ -25,6 +26,9 @@ from .errors import ConfigError, InputError, LlmError, WikidataError
 from .names import Dropped, Found, Plan, build_plan, gather_all, with_cross_checks
 
 log = structlog.get_logger("facequeue.llm")
+# The openai package's HTTP client logs every request at INFO; ours says what matters.
+for _name in ("httpx", "httpx2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 NO_KEY = "no-key-needed"       # sent to keyless local servers (the client insists on one)
 MAX_RETRY_AFTER_S = 120.0

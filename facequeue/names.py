@@ -52,6 +52,7 @@ _APOSTROPHES = "'\u2019\u02bc\u2018`\u00b4"
 _JOINERS = set("-\u2010\u2011\u2012\u2013\u2014" + _APOSTROPHES)
 # Vietnamese marks (horn, hook above, dot below): Đ there is plain D ("Đặng" -> "Dang").
 _VIETNAMESE_MARKS = {"\u031b", "\u0309", "\u0323"}
+_VIETNAMESE_LETTERS = set("ăâêôơưĂÂÊÔƠƯ")   # absent from the South Slavic Latin alphabets
 
 
 def _key(country: str | None) -> str:
@@ -87,7 +88,12 @@ def _cyrillic_language(text: str, country: str | None) -> str | None:
 def _is_vietnamese(text: str, country: str | None) -> bool:
     if _key(country) in _VIETNAM:
         return True
-    return bool(set(unicodedata.normalize("NFD", text)) & _VIETNAMESE_MARKS)
+    if set(unicodedata.normalize("NFD", text)) & _VIETNAMESE_MARKS:
+        return True
+    if any(sum(unicodedata.combining(m) > 0 for m in unicodedata.normalize("NFD", c)) > 1
+           for c in text):
+        return True          # stacked marks (ễ, ấ): Vietnamese tone on a modified vowel
+    return bool(set(text) & _VIETNAMESE_LETTERS)
 
 
 def _latin_with_diacritics(text: str, country: str | None) -> str:
@@ -284,7 +290,8 @@ async def existing(cfg: Config, people: list[NewPerson]) -> AddResult:
     skipped = []
     async with open_store(cfg) as store:
         for person in people:
-            if await store.query("person_exists", **person.__dict__):
+            if await store.query("person_exists", slug=person.slug, country=person.country,
+                                 wikidata_id=person.wikidata_id):
                 skipped.append(person)
     return AddResult([], skipped)
 

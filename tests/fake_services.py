@@ -374,6 +374,8 @@ def serbia_world() -> list[WdItem]:
                citizenship=("Q403",), occupations=("Q33999",)),
         WdItem("Q7000003", {"en": "Đorđe Balašević", "sr": "Ђорђе Балашевић"}, {}, 40,
                citizenship=("Q403",), occupations=("Q639669",)),
+        WdItem("Q7000005", {"en": "Milica Mandić", "sr": "Милица Мандић"}, {}, 35,
+               citizenship=("Q403",), occupations=("Q2066131",)),
         WdItem("Q7000004", {"en": "Goran Ivanišević"}, {}, 60, citizenship=("Q224",),
                occupations=("Q10833314",)),
     ]

@@ -13,7 +13,7 @@ from . import main, pass_app, run_async
 @click.argument("country")
 @click.option("--occupation", "occupations", multiple=True, metavar="NAME",
               help="Occupation to ask for (repeatable; default: names.occupations in the config).")
-@click.option("--count", type=click.IntRange(1, 500), default=None,
+@click.option("--count", type=click.IntRange(1, 200), default=None,
               help="People per occupation (default: names.count).")
 @click.option("--source", type=click.Choice(["llm", "wikidata"]), default=None,
               help="Where the names come from (default: names.source). llm: two passes "
@@ -27,17 +27,24 @@ def add_country(app, country: str, occupations: tuple[str, ...], count: int | No
     Names come from an LLM (listed, then each verified as real and from COUNTRY) or from
     Wikidata. People already queued (same slug and country, or same Wikidata id) are skipped.
 
-    Example: facequeue add-country Serbia --occupation actor --occupation "tennis player" --count 10
+    \b
+    Examples:
+      facequeue add-country Serbia --dry-run
+      facequeue add-country Serbia --occupation actor --occupation "tennis player" --count 10
+      facequeue add-country Serbia --source wikidata
     """
     cfg = app.config
     plan, result = run_async(names.add_country(
         cfg, country, list(occupations) if occupations else None, count, source, dry_run))
-    console = Console(soft_wrap=False)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)      # files and pipes get whole rows, not folded cells
     skipped = {id(p) for p in result.skipped}
     title = (f"{'Would queue' if dry_run else 'Queued'}: {plan.country} "
              f"(source {plan.source})")
     table = Table(title=title, show_lines=False)
-    for column in ("occupation", "name", "slug", "search name", "wikidata", "cross-check", ""):
+    for column in ("occupation", "name", "slug", "search name", "wikidata", "cross-check",
+                   "status"):
         table.add_column(column, overflow="fold")
     for person in plan.people:
         status = "already queued" if id(person) in skipped else (
