@@ -134,8 +134,9 @@ class GuardedResolver(AbstractResolver):
 def make_session(cfg: Config) -> aiohttp.ClientSession:
     """The daemon's single HTTP session: connector limits, guarded resolver, User-Agent."""
     d = cfg.download
+    # No DNS cache: every new connection is resolved, and so checked, in its own context.
     connector = aiohttp.TCPConnector(limit=d.concurrency, limit_per_host=d.per_host,
-                                     resolver=GuardedResolver(), ttl_dns_cache=300)
+                                     resolver=GuardedResolver(), use_dns_cache=False)
     return aiohttp.ClientSession(connector=connector, timeout=_timeout(cfg),
                                  headers={"User-Agent": cfg.user_agent},
                                  cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)

@@ -291,6 +291,7 @@ class _SearchBackend:
         self.results = dict(results or {})
         self.people = corpus_people(testdata_dir) if testdata_dir else {}
         self.queries: list[str] = []
+        self.user_agents: list[str | None] = []
         self.fail_times = 0          # answer 500 this many times first
         self.status: int | None = None  # answer this status always (e.g. 403)
         self.malformed = False       # answer broken JSON
@@ -327,6 +328,7 @@ class FakeRapidApi(_SearchBackend):
 
     async def search(self, request: web.Request) -> web.Response:
         self.requests.append(dict(request.query))
+        self.user_agents.append(request.headers.get("User-Agent"))
         if request.headers.get("x-rapidapi-key") != self.key:
             return web.json_response({"message": "You are not subscribed to this API."}, status=403)
         bad = self.misbehave()
@@ -354,6 +356,7 @@ class FakeMediaWiki(_SearchBackend):
     async def api(self, request: web.Request) -> web.Response:
         q = request.query
         self.requests.append(dict(q))
+        self.user_agents.append(request.headers.get("User-Agent"))
         bad = self.misbehave()
         if bad is not None:
             return bad
