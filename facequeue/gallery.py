@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,16 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 MIN_TOP1 = 0.8            # below this share of own nearest neighbours, a person is flagged
 DUPLICATE_TOP1 = 0.5      # below this, and near another identity: probably the same person
 
-_promote_lock = asyncio.Lock()   # one promotion at a time per process (gallery-wide self-test)
+_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _promote_lock() -> asyncio.Lock:
+    """One promotion at a time per event loop (the self-test reads the whole gallery)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _locks:
+        _locks[loop] = asyncio.Lock()
+    return _locks[loop]
 
 
 # -------------------------------------------------------------------------- names on disk
@@ -139,7 +149,7 @@ async def promote_person(cfg: Any, store: Store, person: dict) -> tuple[str, str
 
     Returns ('promoted', None) or ('insufficient', 'N accepted faces, need more than M').
     """
-    async with _promote_lock:
+    async with _promote_lock():
         return await _promote(cfg, store, person)
 
 
@@ -212,7 +222,7 @@ async def _remove_from_gallery(cfg: Any, store: Store, person: dict) -> None:
 async def forget_person(cfg: Any, store: Store, person_row: dict) -> None:
     """Remove a person from the gallery: rows and folder. Identities whose nearest other
     identity was this person are re-tested. (Deleting the people row also cascades.)"""
-    async with _promote_lock:
+    async with _promote_lock():
         await _remove_from_gallery(cfg, store, dict(person_row))
 
 
