@@ -7,20 +7,8 @@ Every expected failure is a `DownloadOutcome` with a snake_case `reason`, never 
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
-import errno
-import hashlib
-import ipaddress
-import os
-import random
-import re
-import shutil
-import socket
-import time
-import uuid
-import warnings
+import asyncio, contextlib, contextvars, errno, hashlib, ipaddress, os  # noqa: E401
+import random, re, shutil, socket, time, uuid, warnings  # noqa: E401
 from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -99,10 +87,9 @@ class AddressPolicy:
             return "multicast"
         if self.allow_private or addr.is_global:
             return None
-        for label in ("loopback", "link_local", "private", "unspecified", "reserved"):
-            if getattr(addr, f"is_{label}"):
-                return label.replace("_", "-")
-        return "non-global"
+        return next((label.replace("_", "-") for label in
+                     ("loopback", "link_local", "private", "unspecified", "reserved")
+                     if getattr(addr, f"is_{label}")), "non-global")
 
 
 # Set by Downloader.fetch for the duration of a download: the resolver checks addresses only
@@ -167,16 +154,13 @@ def retry_after_seconds(value: str | None) -> float | None:
 def _sniff(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(512)
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if not head:
         return "empty body"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
         return "HTML page, not an image"
-    if text.startswith(b"<"):
-        return "markup (HTML/XML/SVG), not a raster image"
-    if text[:1] in (b"{", b"["):
-        return "JSON text, not an image"
-    return f"unrecognised data starting {head[:8].hex()}"
+    return ("markup (HTML/XML/SVG), not a raster image" if text.startswith(b"<")
+            else f"unrecognised data starting {head[:8].hex()}")
 
 
 def check_image(path: Path, max_pixels: int, min_side: int
@@ -310,12 +294,15 @@ class Downloader:
     async def fetch(self, url: str, dest_dir: Path) -> DownloadOutcome:
         token = _guard.set(self._policy)
         try:
-            return await self._fetch(url, Path(dest_dir))
+            out = await self._fetch(url, Path(dest_dir))
         except Exception as exc:  # noqa: BLE001 - a bug must not take the batch down
             log.error("download_internal_error", url=url, error=f"{type(exc).__name__}: {exc}")
             return _fail(url, "internal_error", f"{type(exc).__name__}: {exc}")
         finally:
             _guard.reset(token)
+        if not out.ok:
+            log.info("download_rejected", url=url, reason=out.reason, detail=out.detail)
+        return out
 
     async def ingest_file(self, path: Path, dest_dir: Path) -> DownloadOutcome:
         """A local file (folder provider): same checks, copied into content-addressed storage."""
@@ -372,7 +359,6 @@ class Downloader:
             if step.kind == "retry":
                 attempt += 1
                 if attempt > d.retries:
-                    log.info("download_failed", url=url, reason=step.reason, attempts=attempt)
                     return _fail(url, step.reason, f"{step.detail} (gave up after {attempt} "
                                  "attempts)", final_url=current)
                 if step.delay is not None:

@@ -287,3 +287,19 @@ def test_truncated_png_rejected(tmp_path, testdata_dir):
     Image.open(testdata_dir / RGBA_PNG).save(buf, "WEBP")
     (tmp_path / "x.webp").write_bytes(buf.getvalue())
     assert check_image(tmp_path / "x.webp", 50_000_000, 100)[0] is None
+
+
+async def test_cancelled_mid_body_leaves_no_file(host, tmp_path):
+    """A daemon stopping mid-download: nothing under dest_dir, the temp file is removed."""
+    async with Downloader(make_cfg(tmp_path, read_timeout_s=20, total_timeout_s=30)) as dl:
+        task = asyncio.create_task(dl.fetch(host.url("hang"), tmp_path / "raw"))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if list(dl.cfg.tmp_dir.glob("*.part")):
+                break
+        assert list(dl.cfg.tmp_dir.glob("*.part"))  # half a body on disk, in tmp_dir
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert stored_files(tmp_path / "raw") == []
+    assert not list(dl.cfg.tmp_dir.glob("*"))
