@@ -317,7 +317,7 @@ class Recognition:
 
     def as_dict(self) -> dict:
         return {"box": {"x": self.box[0], "y": self.box[1], "w": self.box[2], "h": self.box[3]},
-                "label": self.label, "person_id": self.person_id, "distance": self.distance,
+                "name": self.label, "person_id": self.person_id, "distance": self.distance,
                 "confidence": self.confidence, "note": self.note,
                 "matches": [m.__dict__ for m in self.matches]}
 

@@ -219,10 +219,10 @@ def test_recognize_cli_json(tmp_path, weights_home, analyzed, testdata_dir):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["status"] == "ok" and len(out["faces"]) >= 2
-    assert out["faces"][0]["label"] == "Kofi Annan"
+    assert out["faces"][0]["name"] == "Kofi Annan"
     assert 50 < out["faces"][0]["confidence"] <= 100
     assert all(len(f["matches"]) <= 2 for f in out["faces"])
-    assert any(f["label"] == "unknown" for f in out["faces"][1:])
+    assert any(f["name"] == "unknown" for f in out["faces"][1:])
 
     res = CliRunner().invoke(main, ["--config", str(toml), "recognize", str(photo)],
                              catch_exceptions=False)
