@@ -232,21 +232,31 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
     dims = {len(v) for v in vecs.values()}
     if len(dims) > 1:
         raise ValueError(f"embeddings of different sizes {sorted(dims)}: analyses from different models")
+    # A pHash match must also look like the same person (aligned faces share structure).
     unique: list[int] = []
     for i in usable:
         a = candidates[i].analysis
-        dup = False
+        match = None
         if unique:
             dd = distance_matrix(vecs[i][None], np.array([vecs[k] for k in unique]), p.metric)[0]
-            for k, dist in zip(unique, dd):
+            for pos, (k, dist) in enumerate(zip(unique, dd)):
                 ph = candidates[k].analysis.phash
-                if dist <= p.duplicate_distance or (a.phash and ph and _hamming(a.phash, ph) <= p.phash_distance):
-                    dup = True
+                if dist <= p.duplicate_distance or (
+                        dist <= 0.5 * p.threshold and a.phash and ph
+                        and _hamming(a.phash, ph) <= p.phash_distance):
+                    match = pos
                     break
-        if dup:
-            reasons[i] = "duplicate"
-        else:
+        if match is None:
             unique.append(i)
+            continue
+        k = unique[match]
+        # Of two copies, the clearly larger one wins unless it is clearly worse.
+        bigger = a.faces[0].w >= 1.25 * candidates[k].analysis.faces[0].w
+        if bigger and qual[i] >= qual[k] - 0.1 and not candidates[k].anchor:
+            unique[match] = i
+            reasons[k] = "duplicate"
+        else:
+            reasons[i] = "duplicate"
 
     def finish(outcome: str, why: str | None, refs: list[int], dist: dict[int, float]) -> CurationResult:
         ref_set = set(refs)
