@@ -88,9 +88,11 @@ class AnalysisConfig(Section):
     max_side: int = Field(1024, ge=128)
     min_face_px: int = Field(70, ge=1)
     extra_face_fraction: float = Field(0.5, gt=0, le=1)
-    blur_min: float = Field(15.0, ge=0)
+    extra_face_min_confidence: float = Field(0.15, ge=0)  # weaker extra detections are ignored
+    blur_min: float = Field(8.0, ge=0)    # Laplacian variance of the aligned 150 px grey chip
     align: bool = True
     allow_weight_download: bool = False
+    deepface_home: str = ""  # empty = <data_dir>/deepface
 
 
 class CurationConfig(Section):
@@ -98,6 +100,10 @@ class CurationConfig(Section):
     min_references: int = Field(3, ge=1)
     max_references: int = Field(7, ge=1)
     threshold: float | None = Field(None, gt=0)
+    metric: Literal["", "cosine", "euclidean", "euclidean_l2"] = ""  # "" = euclidean for Dlib, else cosine
+    ambiguity_ratio: float = Field(0.8, gt=0, le=1)  # a rival group this large -> no_consensus
+    spread_factor: float = Field(1.3, gt=0)    # accept within this x the references' own spread...
+    spread_floor: float = Field(0.75, gt=0, le=1)  # ...but never stricter than this x threshold
     phash_distance: int = Field(6, ge=0, le=64)
     duplicate_distance: float = Field(0.08, ge=0)
     crop_margin: float = Field(0.2, ge=0, le=2)
