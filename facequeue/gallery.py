@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
 import shutil
 import weakref
@@ -36,6 +37,7 @@ log = structlog.get_logger("facequeue.gallery")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 MIN_TOP1 = 0.8            # below this share of own nearest neighbours, a person is flagged
 DUPLICATE_TOP1 = 0.5      # below this, and near another identity: probably the same person
+MAX_RETESTS = 50          # identities re-tested after one promotion, nearest first
 
 _locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = \
     weakref.WeakKeyDictionary()
@@ -311,6 +313,9 @@ async def self_test(cfg: Any, store: Store, person_id: int | None,
     index = await load_index(cfg, store)
     if not len(index):
         return []
+    # an identity's stored result is stale once the new person comes nearer than its
+    # current nearest other identity (or when it had nobody to compare with)
+    known = {r["person_id"]: r["nearest_other_distance"] for r in await gallery_listing(store)}
 
     def run() -> list[SelfTest]:
         todo = list(only or [])
@@ -318,8 +323,13 @@ async def self_test(cfg: Any, store: Store, person_id: int | None,
         if person_id is not None and index.rows_of(person_id).stop:
             test, nearest = leave_one_out(index, person_id)
             results.append(test)
-            near = index.block_ids[nearest <= index.threshold * 1.25]
-            todo += [int(p) for p in near if int(p) != person_id]
+            stale = []
+            for p, d in zip(index.block_ids.tolist(), nearest.tolist()):
+                current = known.get(p)
+                limit = max(index.threshold * 1.25, math.inf if current is None else current)
+                if p != person_id and d <= limit:
+                    stale.append((d, p))
+            todo += [p for _, p in sorted(stale)[:MAX_RETESTS]]   # the nearest first, bounded
         for pid in dict.fromkeys(todo):
             if index.rows_of(pid).stop:
                 results.append(leave_one_out(index, pid)[0])
