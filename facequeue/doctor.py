@@ -202,8 +202,10 @@ def check_keys(cfg: Any, environ: dict[str, str] | None = None) -> list[Check]:
         if env.get("OPENAI_API_KEY", "").strip():
             out.append(Check("OPENAI_API_KEY", "ok", "set (llm.base_url is api.openai.com)"))
         else:
-            out.append(Check("OPENAI_API_KEY", "fail",
-                             "not set, and llm.base_url is api.openai.com (names for add-country)",
+            # Only `add-country --source llm` needs it: the daemon runs without it.
+            out.append(Check("OPENAI_API_KEY", "warn",
+                             "not set, and llm.base_url is api.openai.com (needed only by "
+                             "add-country --source llm)",
                              "export OPENAI_API_KEY=..., or point llm.base_url at an "
                              "OpenAI-compatible server that needs no key"))
     else:

@@ -252,18 +252,16 @@ def forget(app: App, person: str, yes: bool) -> None:
 
 async def forget_person(cfg: Config, store: Store, person: dict) -> None:
     """Files first, rows last: if interrupted, running forget again finishes the job."""
-    try:
-        from .. import gallery
-    except ImportError:  # gallery not installed in this build
-        gallery = None
-    if gallery is not None:
-        await gallery.forget_person(cfg, store, person)
+    from .. import gallery
+    await gallery.forget_person(cfg, store, person)
     for img in await store.images_of(person["id"]):
         if img["raw_path"] and await store.other_users_of_raw(img["raw_path"], person["id"]) == 0:
             layout.absolute(cfg, img["raw_path"]).unlink(missing_ok=True)
     for folder in (layout.faces_dir(cfg, person), layout.candidates_dir(cfg, person)):
         shutil.rmtree(folder, ignore_errors=True)
     await store.delete_person(person["id"])
+    from .. import report
+    await report.rebuild_if_present(cfg, store)
 
 
 @main.command()
