@@ -69,7 +69,8 @@ def records_from_rows(rows: Iterable[dict], data_dir: Path) -> tuple[list[dict],
 
 def histogram(per_person: Counter) -> list[dict]:
     out = []
-    for lo, hi in HISTOGRAM_BINS:
+    bins = (((0, 0),) if any(c == 0 for c in per_person.values()) else ()) + HISTOGRAM_BINS
+    for lo, hi in bins:
         label = f"{lo}" if hi == lo else (f"{lo}+" if hi is None else f"{lo}-{hi}")
         n = sum(1 for c in per_person.values() if c >= lo and (hi is None or c <= hi))
         out.append({"images": label, "people": n})
@@ -77,7 +78,8 @@ def histogram(per_person: Counter) -> list[dict]:
 
 
 def aggregate(records: list[dict], people_without_images: Iterable[str] = ()) -> dict[str, Any]:
-    """Counts per dimension (most common first) and the images-per-person histogram."""
+    """Counts per dimension (most common first) and the images-per-person histogram.
+    `people_without_images` (from the database) appear with 0 and in a '0' bin."""
     counts = {dim: Counter(r[dim] for r in records) for dim in DIMENSIONS}
     per_person = counts["person"]
     for name in people_without_images:
@@ -86,7 +88,7 @@ def aggregate(records: list[dict], people_without_images: Iterable[str] = ()) ->
         "images": len(records),
         "people": len([p for p, c in per_person.items() if c > 0]),
         **{dim: dict(counts[dim].most_common()) for dim in DIMENSIONS},
-        "images_per_person": histogram(Counter({p: c for p, c in per_person.items() if c > 0})),
+        "images_per_person": histogram(per_person),
     }
 
 
