@@ -218,12 +218,13 @@ def build_sidecar(crop_path: str | os.PathLike, *, analysis_of_crop: dict | None
 
     created_ts = _parse_ts(row.get("created_at"))
     face_id, download_date = face_id_and_date(path, created_ts)
-    if retroactive and prev.get("face_id") and prev.get("download_date"):
-        face_id, download_date = prev["face_id"], prev["download_date"]
+    if (retroactive and re.fullmatch(r"\d{8}_\d{6}_\d{3}", str(prev.get("face_id", "")))
+            and re.fullmatch(r"\d{8} \d\d:\d\d:\d\d", str(prev.get("download_date", "")))):
+        face_id, download_date = prev["face_id"], prev["download_date"]   # kept on --force
     if created_ts is not None:
         download_ts = _utc_iso(created_ts)
     else:
-        download_ts = prev.get("download_timestamp") or now
+        download_ts = prev.get("download_timestamp") if _parse_ts(prev.get("download_timestamp")) else now
     source_url = row.get("url") or prev.get("source_url") or RETROACTIVE_SOURCE
 
     faces = d.get("faces") or []
@@ -239,13 +240,14 @@ def build_sidecar(crop_path: str | os.PathLike, *, analysis_of_crop: dict | None
         person_block = {"name": person.get("name"), "country": person.get("country"),
                         "occupation": person.get("occupation")}
     else:
-        person_block = prev.get("person")
+        person_block = prev.get("person") if isinstance(prev.get("person"), dict) else None
     if row:
         source_block = {k: row.get(k) for k in ("provider", "page_url", "license", "author")}
         source_block["sha256"] = row.get("sha256")
     else:
-        source_block = prev.get("source")
-    distance = row.get("distance") if row else (prev.get("analysis") or {}).get("distance_to_references")
+        source_block = prev.get("source") if isinstance(prev.get("source"), dict) else None
+    prev_analysis = prev.get("analysis") if isinstance(prev.get("analysis"), dict) else {}
+    distance = row.get("distance") if row else prev_analysis.get("distance_to_references")
 
     sidecar = {
         "filename": path.name,

@@ -26,6 +26,7 @@ GOOD = {  # corpus path -> name in the test folder
     "people/Serena_Williams/2.jpg": "serena.jpg",
     "people/Alex_Lacamoire/3.png": "alex_rgba.png",
     "noface/dlib_dogs.jpg": "dogs.jpg",
+    "people/Kofi_Annan/1.jpg": "Кофи_Ánnan.jpg",              # non-ASCII path
 }
 
 
@@ -72,9 +73,9 @@ def test_first_run_writes_valid_sidecars_and_reports_bad_files(first_run):
     cfg, images, result = first_run
     out = result.output
     assert result.exit_code == 1, out                     # errors -> non-zero exit
-    assert re.search(r"Total images found\s+6", out) and re.search(r"Errors\s+2", out)
+    assert re.search(r"Total images found\s+7", out) and re.search(r"Errors\s+2", out)
     assert "corrupt.jpg" in out and "empty file" in out
-    assert re.search(r"Metadata generated\s+4", out)
+    assert re.search(r"Metadata generated\s+5", out)
     assert not (images / "corrupt.json").exists() and not (images / "empty.json").exists()
     assert not list(images.glob(".*.tmp"))
     for name in GOOD.values():
@@ -137,7 +138,7 @@ def test_force_regenerates_and_keeps_provenance(first_run):
            for p in images.glob("*.json")}
     forced = run(cfg, str(images), "--force", "--yes")
     assert forced.exit_code == 0, forced.output
-    assert "Need metadata: 4" in forced.output
+    assert "Need metadata: 5" in forced.output
     for p in images.glob("*.json"):
         new = json.loads(p.read_text())
         validate(new)
@@ -178,6 +179,27 @@ def test_build_sidecar_for_an_accepted_crop(tmp_path, testdata_dir):
     path = metadata.write_sidecar(crop, doc)
     assert path == crop.with_suffix(".json")
     assert json.loads(path.read_text(encoding="utf-8"))["person"]["name"] == "Владимир Путин"
+
+
+SEED_SAMPLE = {  # generate_missing_metadata.md's sample output (abridged)
+    "filename": "face_20251101_220814_034_3a2c124f.jpg", "face_id": "20251101_220814_034",
+    "download_timestamp": "2025-11-01T22:16:02.398397", "download_date": "20251101 22:08:14",
+    "source_url": "unknown (generated retroactively)", "file_size_kb": 521.73,
+    "queryable_attributes": {"brightness_level": "dark", "skin_tone": "medium"},
+    "metadata_generated": {"generator": "generate_missing_metadata.py", "retroactive": True},
+}
+
+
+def test_force_over_a_seed_sidecar_keeps_its_provenance(tmp_path):
+    img = tmp_path / "old.jpg"
+    cv2.imwrite(str(img), np.full((20, 20, 3), 128, np.uint8))
+    doc = metadata.build_sidecar(img, analysis_of_crop=None, person=None, image_row=None,
+                                 settings=AnalysisSettings(), previous=SEED_SAMPLE)
+    validate(doc)
+    assert doc["face_id"] == "20251101_220814_034" and doc["download_date"] == "20251101 22:08:14"
+    assert doc["download_timestamp"] == "2025-11-01T22:16:02.398397"
+    assert doc["queryable_attributes"]["skin_tone"] is None       # recomputed, not carried
+    assert doc["person"] is None and doc["source"] is None
 
 
 def test_invalid_sidecar_is_not_written(tmp_path):
