@@ -54,7 +54,8 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path):
     for _ in range(30):
         if kills >= 12:
             break
-        proc = worker(cfg, journal, FQ_TEST_STAGE_S="0.1")
+        # Not --once: a daemon keeps polling until its predecessors' leases expire.
+        proc = worker(cfg, journal, once=False, FQ_TEST_STAGE_S="0.1")
         try:
             proc.wait(timeout=rng.uniform(0.4, 1.5))
         except subprocess.TimeoutExpired:
