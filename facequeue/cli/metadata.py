@@ -13,9 +13,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import metadata as md
 from ..errors import InputError, NotFoundError
 from . import App, main, pass_app, run_async
+
+
+class _LazyMetadata:
+    """facequeue.metadata pulls in numpy/OpenCV: import it on first use, so that other
+    commands (`status` above all) start fast."""
+
+    def __getattr__(self, name: str) -> Any:
+        from .. import metadata
+        return getattr(metadata, name)
+
+
+md = _LazyMetadata()
 
 
 # ============================================================================ metadata
