@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable, Optional
 
-import numpy as np
 import structlog
 
 from . import layout
@@ -43,15 +42,10 @@ class Pipeline:
         self.stages = stages
 
     async def run_person(self, person: dict, owner: str) -> str:
-        """Returns the state the person ends in ('queued' if a stage is not built yet)."""
+        """Returns the state the person ends in."""
         stage = person["stage"]
         while stage != "done":
-            fn = self.stages.get(stage)
-            if fn is None:
-                # Not built: leave the person waiting at this stage instead of pretending.
-                log.warning("stage_not_available", stage=stage)
-                await self.store.release(person["id"], owner)
-                return "queued"
+            fn = self.stages[stage]
             with structlog.contextvars.bound_contextvars(stage=stage):
                 log.info("stage_started")
                 loop = asyncio.get_running_loop()
@@ -226,19 +220,20 @@ class Stages:
         result = curation.curate(candidates, params)
         by_id = {r["id"]: r for r in rows}
         out_dir = layout.faces_dir(self.cfg, person)
-        updates, keep = [], set()
+        updates, keep, writes = [], set(), []
         for d in result.decisions:
             row = by_id[d.image_id]
             crop_rel = None
             if d.state == "accepted":
                 dest = out_dir / accepted_name(person, row)
-                await self._write_accepted(person, row, dest, d)
+                writes.append(self._write_accepted(person, row, dest, d))
                 crop_rel = layout.relative(self.cfg, dest)
                 keep.update({dest.name, dest.with_suffix(".json").name})
             updates.append(dict(id=d.image_id, state=d.state, reason=d.reason,
                                 detail=row["detail"] if d.state == "rejected" else None,
                                 is_reference=int(d.is_reference), distance=d.distance,
                                 quality=d.quality, crop_path=crop_rel))
+        await asyncio.gather(*writes)  # crops + sidecars first, rows after: never a row without its file
         await self.store.update_images("image_curated", updates)
         _remove_unlisted(out_dir, keep)
         if not self.cfg.curation.keep_originals:
@@ -257,8 +252,8 @@ class Stages:
             raise PermanentStageError(f"face crop missing for image {row['id']}: {src}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         _atomic_copy(src, dest)
-        pool = await self.res.pool()
         from .analyze import AnalysisSettings
+        pool = await self.res.pool()
         settings = AnalysisSettings.from_config(self.cfg)
         described = await pool.run(metadata.describe_image, str(dest), settings)
         row = {**row, "distance": decision.distance, "is_reference": decision.is_reference}
@@ -304,7 +299,3 @@ def _remove_unlisted(folder: Path, keep: set[str]) -> None:
             path.unlink(missing_ok=True)
     if not any(folder.iterdir()):
         folder.rmdir()
-
-
-def embedding_of(row: dict) -> np.ndarray | None:
-    return None if row.get("embedding") is None else np.frombuffer(row["embedding"], np.float32)
