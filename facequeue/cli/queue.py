@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import click
@@ -147,7 +148,8 @@ def status(app: App, person: str | None, as_json: bool, limit: int) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    console = Console()
+    # Off a terminal (pipes, cron mail) rich would wrap at 80 columns: use a wide page instead.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     if person:
         _print_person(console, data)
     else:
@@ -327,4 +329,14 @@ def run(app: App, once: bool) -> None:
     """Run the daemon: claim queued people and take each through search, download,
     analyze, curate and promote. Stops cleanly on SIGTERM/SIGINT."""
     from ..daemon import run_daemon
-    return run_async(run_daemon(app.config, once=once))
+    code = run_async(run_daemon(app.config, once=once))
+    if once:
+        async def waiting():
+            async with open_store(app.config) as store:
+                return await store.queue_summary(), await store.next_run_after()
+
+        summary, next_retry = run_async(waiting())
+        line = ", ".join(f"{n} {state}" for state, n in sorted(summary.items())) or "queue empty"
+        click.echo(f"done for now: {line}"
+                   + (f"; next retry due at {next_retry} (run again then)" if next_retry else ""))
+    return code
