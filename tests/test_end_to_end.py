@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from servers import fake_services
+from test_report import CHROMIUM, Browser
 
 # Two people with enough photos to be promoted and one with too few; each search result is
 # contaminated with another person's photo, a group photo, a no-face photo and broken hosts.
@@ -112,6 +113,12 @@ min_images = 3
     assert code == 0, err
     pages = "".join(p.read_text() for p in (tmp_path / "report").rglob("*.html"))
     assert "Laura Bush" in pages
+    if Path(CHROMIUM).exists():  # `make test` installs it; test_report.py says so when missing
+        async with Browser(tmp_path / "chromium-profile") as browser:
+            for page in sorted((tmp_path / "report").rglob("*.html")):
+                res = await browser.check(page.as_uri())
+                assert not res["errors"] and not res["broken"], (page.name, res["errors"], res["broken"])
+                assert res["images"] or page.name == "index.html" or "Kit" in res["text"]
 
     code, out, err = await cli(cfg, "forget", "Laura_Bush", "--yes")
     assert code == 0, err
