@@ -22,6 +22,7 @@ import numpy as np
 
 from . import faces as engine
 from .errors import ModelWeightsMissing
+from .files import atomic_write_bytes
 
 CHIP_SIZE = 150          # dlib's aligned chip; also the normalised size for blur / hash
 CHIP_PADDING = 0.25      # dlib.get_face_chip default
@@ -322,18 +323,7 @@ def write_crop(src_path: str, face: Face, margin: float, dest_path: str) -> tupl
     ok, buf = cv2.imencode(ext, crop, params)
     if not ok:
         raise ValueError(f"cannot encode crop as {ext}")
-    dest = Path(dest_path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(buf.tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(dest_path, buf.tobytes())
     return x1 - x0, y1 - y0
 
 

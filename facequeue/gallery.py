@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import os
 import shutil
 import weakref
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import numpy as np
 import structlog
 
 from . import layout
+from .files import atomic_write_bytes
 from .recognize import GalleryIndex, Identity, threshold_from_config
 from .store import Q, Store
 
@@ -71,17 +71,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _atomic_write(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(dest, data)
 
 
 @dataclass(frozen=True)

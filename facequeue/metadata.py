@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from . import attributes
 from .errors import FacequeueError
+from .files import atomic_write_text
 
 SCHEMA_VERSION = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -333,20 +334,6 @@ def validate_sidecar(sidecar: dict) -> None:
     if errors:
         raise SidecarInvalid("sidecar does not match the schema: " + "; ".join(errors[:3]))
 
-
-def atomic_write_text(dest: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename: readers see the old or the new file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_sidecar(crop_path: str | os.PathLike, sidecar: dict) -> Path:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable, Optional
@@ -20,6 +18,7 @@ import structlog
 from . import layout
 from .config import Config
 from .errors import PermanentStageError
+from .files import atomic_copy
 from .store import Store
 
 STAGES = ("search", "download", "analyze", "curate", "promote")
@@ -251,7 +250,7 @@ class Stages:
         if not src.is_file():
             raise PermanentStageError(f"face crop missing for image {row['id']}: {src}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_copy(src, dest)
+        atomic_copy(src, dest)
         from .analyze import AnalysisSettings
         pool = await self.res.pool()
         settings = AnalysisSettings.from_config(self.cfg)
@@ -283,11 +282,6 @@ def accepted_name(person: dict, row: dict) -> str:
     stamp = (row.get("created_at") or "")[:19].replace("-", "").replace(":", "").replace("T", "_")
     return f"{person['slug']}_{stamp or 'undated'}_{row['id']}.jpg"
 
-
-def _atomic_copy(src: Path, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
 
 
 def _remove_unlisted(folder: Path, keep: set[str]) -> None:

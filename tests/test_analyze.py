@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from pathlib import Path
+
 
 import cv2
 import numpy as np
