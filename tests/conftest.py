@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,23 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def corpus_dir() -> Path:
-    return Path(os.environ.get("FACEQUEUE_TESTDATA", REPO.parent / "shared" / "testdata" / "faces"))
+    """$FACEQUEUE_TESTDATA, else ../shared/testdata/faces beside this checkout, else beside
+    the repository it was cloned from (a local `git clone` into a scratch folder)."""
+    if os.environ.get("FACEQUEUE_TESTDATA"):
+        return Path(os.environ["FACEQUEUE_TESTDATA"])
+    here = REPO.parent / "shared" / "testdata" / "faces"
+    if here.is_dir():
+        return here
+    try:
+        origin = subprocess.run(["git", "-C", str(REPO), "config", "remote.origin.url"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and "://" not in origin and ":" not in origin.split("/")[0]:
+        beside_origin = Path(origin).resolve().parent / "shared" / "testdata" / "faces"
+        if beside_origin.is_dir():
+            return beside_origin
+    return here
 
 
 @pytest.fixture(scope="session")
