@@ -15,10 +15,11 @@ and model (config defaults), and write a crop for every accepted image.
 Prints images/s for both, the ratio, and the peak RSS of parent + workers (sampled from
 /proc every 0.1 s). Target: ratio >= 10 and facequeue RSS < 1.5 GB with 2 workers.
 """
+
 from __future__ import annotations
 
 import asyncio
-import csv
+import multiprocessing as mp
 import os
 import sys
 import tempfile
@@ -27,24 +28,27 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import multiprocessing as mp
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curate_quality import CORPUS, HOME, manifest, quiet_logs  # noqa: E402
 
-from facequeue import faces  # noqa: E402
-from facequeue.analyze import AnalysisPool, AnalysisSettings, Face  # noqa: E402
-from facequeue.curate import Candidate, CurationParams, curate, default_threshold  # noqa: E402
+from facequeue.stages.curate import Candidate, CurationParams, curate, default_threshold  # noqa: E402
+from facequeue.vision import engine as faces  # noqa: E402
+from facequeue.vision.analyze import AnalysisPool, AnalysisSettings  # noqa: E402
 
 WORKERS = 2
 # Search results are large photos (the seed asks for 1024x768 and more): the people are the
 # corpus' deepface identities (1000-4600 px photos); LFW 250 px crops are distractors.
 PEOPLE = ["deepface_person_01", "deepface_person_10", "deepface_person_03", "deepface_person_02"]
-OTHERS = ["deepface_person_04", "deepface_person_05", "deepface_person_11", "deepface_person_12",
-          "deepface_person_13"]
+OTHERS = [
+    "deepface_person_04",
+    "deepface_person_05",
+    "deepface_person_11",
+    "deepface_person_12",
+    "deepface_person_13",
+]
 
 
 def workload() -> list[tuple[str, list[str]]]:
@@ -55,20 +59,29 @@ def workload() -> list[tuple[str, list[str]]]:
         if r["path"].startswith("people/"):
             people.setdefault(r["identity"], []).append(r["path"])
     big_others = [p for ident in OTHERS for p in people[ident]]
-    lfw = [ps[0] for ident, ps in sorted(people.items()) if len(ps) == 6 and not ident.startswith("deepface")]
+    lfw = [
+        ps[0]
+        for ident, ps in sorted(people.items())
+        if len(ps) == 6 and not ident.startswith("deepface")
+    ]
     multi = [r["path"] for r in rows if r["path"].startswith("multi/")]
     noface = [r["path"] for r in rows if r["path"].startswith("noface/")]
     out = []
     for k, person in enumerate(PEOPLE):
         own = people[person][:8]
         n_big = 16 - len(own) - 4
-        items = (big_others[k * 5:k * 5 + n_big] + lfw[k * 2:(k + 1) * 2] + own
-                 + [multi[k], noface[k]])
+        items = (
+            big_others[k * 5 : k * 5 + n_big]
+            + lfw[k * 2 : (k + 1) * 2]
+            + own
+            + [multi[k], noface[k]]
+        )
         out.append((person, [str(CORPUS / p) for p in items]))
     return out
 
 
 # --------------------------------------------------------------------------- RSS sampling
+
 
 def rss_of(pids: list[int]) -> int:
     total = 0
@@ -111,7 +124,7 @@ class PeakRss:
             self.peak = max(self.peak, rss_of([me] + children(me)))
             time.sleep(0.1)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._t.start()
         return self
 
@@ -121,6 +134,7 @@ class PeakRss:
 
 
 # --------------------------------------------------------------------------- seed
+
 
 def seed_init(home: str) -> None:
     faces.prepare("Dlib", "dlib", home, False)
@@ -141,7 +155,10 @@ def seed_person(paths: list[str], out_dir: str, detector: str, model: str, thres
         x, y, fw, fh = area["x"], area["y"], area["w"], area["h"]
         x1, y1 = max(0, x - int(fw * 0.2)), max(0, y - int(fh * 0.2))
         x2, y2 = min(w, x + fw + int(fw * 0.2)), min(h, y + fh + int(fh * 0.2))
-        cv2.imwrite(os.path.join(out_dir, f"seed_{os.getpid()}_{time.monotonic_ns()}.jpg"), img[y1:y2, x1:x2])
+        cv2.imwrite(
+            os.path.join(out_dir, f"seed_{os.getpid()}_{time.monotonic_ns()}.jpg"),
+            img[y1:y2, x1:x2],
+        )
 
     def ahash(path: str) -> str | None:
         img = cv2.imread(path)
@@ -155,7 +172,9 @@ def seed_person(paths: list[str], out_dir: str, detector: str, model: str, thres
         path = paths[i]
         i += 1
         try:
-            found = DeepFace.extract_faces(img_path=path, detector_backend=detector, enforce_detection=False)
+            found = DeepFace.extract_faces(
+                img_path=path, detector_backend=detector, enforce_detection=False
+            )
         except Exception:
             continue
         found = [f for f in found if f.get("confidence", 0) > 0] or []
@@ -180,9 +199,15 @@ def seed_person(paths: list[str], out_dir: str, detector: str, model: str, thres
             continue
         for ref in refs:
             try:
-                res = DeepFace.verify(img1_path=ref, img2_path=path, model_name=model,
-                                      detector_backend=detector, distance_metric="cosine",
-                                      threshold=threshold, enforce_detection=False)
+                res = DeepFace.verify(
+                    img1_path=ref,
+                    img2_path=path,
+                    model_name=model,
+                    detector_backend=detector,
+                    distance_metric="cosine",
+                    threshold=threshold,
+                    enforce_detection=False,
+                )
             except Exception:
                 continue
             if res["verified"]:
@@ -195,6 +220,7 @@ def seed_person(paths: list[str], out_dir: str, detector: str, model: str, thres
 
 # --------------------------------------------------------------------------- runs
 
+
 async def run_facequeue(work, settings: AnalysisSettings, out_dir: str) -> tuple[float, int, int]:
     params = CurationParams.for_model(settings.model)
     pool = AnalysisPool(settings, WORKERS)
@@ -206,9 +232,16 @@ async def run_facequeue(work, settings: AnalysisSettings, out_dir: str) -> tuple
             async def person(name: str, paths: list[str]) -> int:
                 analyses = await asyncio.gather(*(pool.analyze(p) for p in paths))
                 res = curate([Candidate(k, k, a) for k, a in enumerate(analyses)], params)
-                jobs = [pool.crop(paths[d.image_id], analyses[d.image_id].faces[0], 0.2,
-                                  os.path.join(out_dir, f"{name}_{d.image_id}.jpg"))
-                        for d in res.decisions if d.state == "accepted"]
+                jobs = [
+                    pool.crop(
+                        paths[d.image_id],
+                        analyses[d.image_id].faces[0],
+                        0.2,
+                        os.path.join(out_dir, f"{name}_{d.image_id}.jpg"),
+                    )
+                    for d in res.decisions
+                    if d.state == "accepted"
+                ]
                 await asyncio.gather(*jobs)
                 return len(jobs)
 
@@ -221,13 +254,19 @@ async def run_facequeue(work, settings: AnalysisSettings, out_dir: str) -> tuple
 
 def run_seed(work, settings: AnalysisSettings, out_dir: str) -> tuple[float, int, int]:
     thr = default_threshold(settings.model, "cosine")
-    with ProcessPoolExecutor(WORKERS, mp_context=mp.get_context("spawn"), initializer=seed_init,
-                             initargs=(settings.deepface_home,)) as ex:
+    with ProcessPoolExecutor(
+        WORKERS,
+        mp_context=mp.get_context("spawn"),
+        initializer=seed_init,
+        initargs=(settings.deepface_home,),
+    ) as ex:
         list(ex.map(seed_init, [settings.deepface_home] * WORKERS))  # start both workers
         with PeakRss() as rss:
             t = time.perf_counter()
-            futs = [ex.submit(seed_person, ps, out_dir, settings.detector, settings.model, thr)
-                    for _, ps in work]
+            futs = [
+                ex.submit(seed_person, ps, out_dir, settings.detector, settings.model, thr)
+                for _, ps in work
+            ]
             counts = [f.result() for f in futs]
             elapsed = time.perf_counter() - t
     return elapsed, sum(counts), rss.peak
@@ -239,19 +278,27 @@ def main() -> int:
     n = sum(len(ps) for _, ps in work)
     settings = AnalysisSettings(deepface_home=HOME)
     faces.prepare(settings.model, settings.detector, HOME, False)
-    print(f"{n} images, {len(work)} people, {WORKERS} workers, detector={settings.detector} "
-          f"model={settings.model}, cpus={os.cpu_count()}")
+    print(
+        f"{n} images, {len(work)} people, {WORKERS} workers, detector={settings.detector} "
+        f"model={settings.model}, cpus={os.cpu_count()}"
+    )
     with tempfile.TemporaryDirectory() as out:
         fq_t, fq_n, fq_rss = asyncio.run(run_facequeue(work, settings, out))
-        print(f"facequeue: {fq_t:6.1f} s  {n / fq_t:6.2f} images/s  accepted {fq_n}  "
-              f"peak RSS parent+workers {fq_rss / 2**20:.0f} MB")
+        print(
+            f"facequeue: {fq_t:6.1f} s  {n / fq_t:6.2f} images/s  accepted {fq_n}  "
+            f"peak RSS parent+workers {fq_rss / 2**20:.0f} MB"
+        )
         sd_t, sd_n, sd_rss = run_seed(work, settings, out)
-        print(f"seed:      {sd_t:6.1f} s  {n / sd_t:6.2f} images/s  accepted {sd_n}  "
-              f"peak RSS parent+workers {sd_rss / 2**20:.0f} MB")
+        print(
+            f"seed:      {sd_t:6.1f} s  {n / sd_t:6.2f} images/s  accepted {sd_n}  "
+            f"peak RSS parent+workers {sd_rss / 2**20:.0f} MB"
+        )
     ratio = sd_t / fq_t
     ok = ratio >= 10 and fq_rss < 1.5 * 2**30
-    print(f"speed-up {ratio:.1f}x (target >= 10x); facequeue RSS {fq_rss / 2**30:.2f} GB (target < 1.5 GB): "
-          f"{'MET' if ok else 'NOT MET'}")
+    print(
+        f"speed-up {ratio:.1f}x (target >= 10x); facequeue RSS {fq_rss / 2**30:.2f} GB (target < 1.5 GB): "
+        f"{'MET' if ok else 'NOT MET'}"
+    )
     return 0 if ok else 1
 
 

@@ -21,6 +21,7 @@ DeepFace.verify calls.
 
 Run: .venv/bin/python bench/curate_quality.py   (env FACEQUEUE_TESTDATA overrides the corpus)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,14 +38,23 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from facequeue.analyze import AnalysisPool, AnalysisSettings, FaceAnalysis, decode_image  # noqa: E402
-from facequeue.curate import Candidate, CurationParams, curate, default_threshold, distance_matrix  # noqa: E402
+from facequeue.stages.curate import (
+    Candidate,
+    CurationParams,
+    curate,
+    default_threshold,
+    distance_matrix,
+)  # noqa: E402
+from facequeue.vision.analyze import AnalysisPool, AnalysisSettings, decode_image  # noqa: E402
 
 CORPUS = Path(os.environ.get("FACEQUEUE_TESTDATA", REPO.parent / "shared" / "testdata" / "faces"))
 HOME = os.environ.get("FACEQUEUE_BENCH_HOME", str(REPO / "data" / "deepface"))
-HARD_PAIRS = [("Serena_Williams", "Venus_Williams"), ("Junichiro_Koizumi", "Roh_Moo-hyun"),
-              ("Gloria_Macapagal_Arroyo", "Megawati_Sukarnoputri"),
-              ("deepface_person_11", "deepface_person_12")]
+HARD_PAIRS = [
+    ("Serena_Williams", "Venus_Williams"),
+    ("Junichiro_Koizumi", "Roh_Moo-hyun"),
+    ("Gloria_Macapagal_Arroyo", "Megawati_Sukarnoputri"),
+    ("deepface_person_11", "deepface_person_12"),
+]
 SEED_REFS, SEED_CAP, SEED_MIN_PX, SEED_BLUR = 3, 40, 70, 100.0
 
 
@@ -63,6 +73,7 @@ def manifest() -> list[dict[str, str]]:
 
 # --------------------------------------------------------------------------- the seed
 
+
 @dataclass(frozen=True)
 class SeedFace:
     x: int
@@ -75,9 +86,9 @@ class SeedFace:
 
 @dataclass(frozen=True)
 class SeedImage:
-    faces: tuple[SeedFace, ...]     # as DeepFace.represent(enforce_detection=False) returns them
-    blurry_main: bool               # seed's Laplacian test on the first face's raw box
-    ahash: str                      # seed's 8x8 whole-image hash
+    faces: tuple[SeedFace, ...]  # as DeepFace.represent(enforce_detection=False) returns them
+    blurry_main: bool  # seed's Laplacian test on the first face's raw box
+    ahash: str  # seed's 8x8 whole-image hash
 
 
 def seed_represent(path: str, detector: str, model: str) -> SeedImage | None:
@@ -91,15 +102,28 @@ def seed_represent(path: str, detector: str, model: str) -> SeedImage | None:
         img = decode_image(path)
     except ValueError:
         return None
-    res = DeepFace.represent(img_path=img, model_name=model, detector_backend=detector,
-                             enforce_detection=False, align=True)
-    faces = tuple(SeedFace(int(r["facial_area"]["x"]), int(r["facial_area"]["y"]),
-                           int(r["facial_area"]["w"]), int(r["facial_area"]["h"]),
-                           float(r.get("face_confidence") or 0.0), tuple(r["embedding"])) for r in res)
+    res = DeepFace.represent(
+        img_path=img,
+        model_name=model,
+        detector_backend=detector,
+        enforce_detection=False,
+        align=True,
+    )
+    faces = tuple(
+        SeedFace(
+            int(r["facial_area"]["x"]),
+            int(r["facial_area"]["y"]),
+            int(r["facial_area"]["w"]),
+            int(r["facial_area"]["h"]),
+            float(r.get("face_confidence") or 0.0),
+            tuple(r["embedding"]),
+        )
+        for r in res
+    )
     blurry = True
     if faces:
         f = faces[0]
-        crop = cv2.cvtColor(img[f.y:f.y + f.h, f.x:f.x + f.w], cv2.COLOR_BGR2GRAY)
+        crop = cv2.cvtColor(img[f.y : f.y + f.h, f.x : f.x + f.w], cv2.COLOR_BGR2GRAY)
         blurry = crop.size == 0 or cv2.Laplacian(crop, cv2.CV_64F).var() < SEED_BLUR
     ahash = str(imagehash.average_hash(Image.fromarray(img[:, :, ::-1]), hash_size=8))
     return SeedImage(faces, bool(blurry), ahash)
@@ -113,8 +137,9 @@ def seed_verify(a: SeedImage, b: SeedImage, threshold: float) -> bool:
     return bool(distance_matrix(ea, eb, "cosine").min() <= threshold)
 
 
-def seed_curate(order: list[str], data: dict[str, SeedImage | None], threshold: float,
-                verify=seed_verify) -> list[str]:
+def seed_curate(
+    order: list[str], data: dict[str, SeedImage | None], threshold: float, verify=seed_verify
+) -> list[str]:
     """The seed's algorithm over paths in search order; returns the accepted paths."""
     refs: list[str] = []
     i = 0
@@ -143,6 +168,7 @@ def seed_curate(order: list[str], data: dict[str, SeedImage | None], threshold: 
 
 # --------------------------------------------------------------------------- scenarios
 
+
 def scenarios(rows: list[dict[str, str]], seed: int = 7) -> list[tuple[str, list[str], set[str]]]:
     """(identity, shuffled paths, positives) per identity with >= 4 photos."""
     people: dict[str, list[str]] = {}
@@ -165,7 +191,9 @@ def scenarios(rows: list[dict[str, str]], seed: int = 7) -> list[tuple[str, list
             others.insert(0, look_alike[ident])
         distractors = [rng.choice(people[o]) for o in others[:n_other]]
         own_groups = [r["path"] for r in multi if ident in r["identity"].split("+")]
-        groups = (own_groups + rng.sample([r["path"] for r in multi if r["path"] not in own_groups], 2))[:2]
+        groups = (
+            own_groups + rng.sample([r["path"] for r in multi if r["path"] not in own_groups], 2)
+        )[:2]
         items = photos + distractors + groups + rng.sample(noface, 2)
         rng.shuffle(items)
         out.append((ident, items, set(photos)))
@@ -199,8 +227,12 @@ async def analyze_all(paths: list[str], settings: AnalysisSettings, workers: int
         if seed_too:
             todo = [p for p in paths if p not in cached]
             t = time.perf_counter()
-            fresh = await asyncio.gather(*(pool.run(seed_represent, str(CORPUS / p), settings.detector,
-                                                    settings.model) for p in todo))
+            fresh = await asyncio.gather(
+                *(
+                    pool.run(seed_represent, str(CORPUS / p), settings.detector, settings.model)
+                    for p in todo
+                )
+            )
             t_seed = time.perf_counter() - t
             cached.update(zip(todo, fresh))
             seed = [cached[p] for p in paths]
@@ -220,11 +252,15 @@ def main() -> int:
     settings = AnalysisSettings(deepface_home=HOME)
     params = CurationParams.for_model(settings.model)
     seed_thr = default_threshold(settings.model, "cosine")
-    print(f"corpus {CORPUS}: {len(scen)} identities, {len(paths)} distinct images; "
-          f"detector={settings.detector} model={settings.model}")
+    print(
+        f"corpus {CORPUS}: {len(scen)} identities, {len(paths)} distinct images; "
+        f"detector={settings.detector} model={settings.model}"
+    )
     ours, seed, t_ours, t_seed = asyncio.run(analyze_all(paths, settings, 2, seed_too=True))
-    print(f"analysis: facequeue {t_ours:.1f} s; seed's represent-all-faces {t_seed:.1f} s "
-          f"(0 = cached in {_seed_cache_file(settings)})")
+    print(
+        f"analysis: facequeue {t_ours:.1f} s; seed's represent-all-faces {t_seed:.1f} s "
+        f"(0 = cached in {_seed_cache_file(settings)})"
+    )
 
     tot = {"facequeue": [0, 0, 0], "seed": [0, 0, 0]}
     print(f"{'identity':26s} {'n':>3s} {'pos':>3s} | facequeue tp/fp/fn  | seed tp/fp/fn | outcome")
@@ -238,9 +274,11 @@ def main() -> int:
             tot["facequeue"][k] += a[k]
             tot["seed"][k] += b[k]
         bad = [p for p in acc if p not in positives]
-        print(f"{ident:26s} {len(items):3d} {len(positives):3d} | {a[0]:3d} {a[1]:3d} {a[2]:3d}"
-              f"          | {b[0]:3d} {b[1]:3d} {b[2]:3d}   | {res.outcome}"
-              f"{' ' + res.reason if res.reason else ''}{' FP: ' + ', '.join(bad) if bad else ''}")
+        print(
+            f"{ident:26s} {len(items):3d} {len(positives):3d} | {a[0]:3d} {a[1]:3d} {a[2]:3d}"
+            f"          | {b[0]:3d} {b[1]:3d} {b[2]:3d}   | {res.outcome}"
+            f"{' ' + res.reason if res.reason else ''}{' FP: ' + ', '.join(bad) if bad else ''}"
+        )
     print()
     # The same over more shuffles/distractor draws (analyses are reused; curation is instant).
     for extra_seed in (11, 23, 31, 43):

@@ -8,6 +8,7 @@ several local ports ("hosts"), adding --latency seconds per image. We measure:
 Peak RSS is sampled during each facequeue phase; per-host peak concurrency comes from the
 servers. Usage: python bench/download.py [--count 5000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from facequeue.config import load_config  # noqa: E402
-from facequeue.download import Downloader, make_session  # noqa: E402
+from facequeue.stages.download import Downloader, make_session  # noqa: E402
 
 PHOTO = "people/deepface_person_10/5.jpg"
 
@@ -37,6 +38,7 @@ def corpus_dir() -> Path:
 
 
 # ------------------------------------------------------------------ server process
+
 
 def _serve(n_hosts: int, latency: float, conn, stop) -> None:
     from servers import ImageHost, serve
@@ -76,6 +78,7 @@ def host_stats(base: str) -> dict:
 
 
 # ------------------------------------------------------------------ measurements
+
 
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
@@ -132,6 +135,7 @@ async def run_facequeue(cfg, urls: list[str], dest: Path, window: int) -> tuple[
 def run_baseline(urls: list[str], dest: Path) -> tuple[float, int]:
     """The seed's way: one request at a time, write the file, open it with PIL."""
     from PIL import Image
+
     dest.mkdir(parents=True, exist_ok=True)
     ok = 0
     started = time.perf_counter()
@@ -149,17 +153,27 @@ def run_baseline(urls: list[str], dest: Path) -> tuple[float, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--count", type=int, default=500)
     ap.add_argument("--hosts", type=int, default=8)
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--baseline-count", type=int, default=100)
     ap.add_argument("--single-count", type=int, default=400)
-    ap.add_argument("--concurrency", type=int, default=None, help="download.concurrency (default: config)")
-    ap.add_argument("--per-host", type=int, default=None, help="download.per_host (default: config)")
-    ap.add_argument("--window", type=int, default=0,
-                    help="fetches in flight from the caller (default 4 x concurrency; the "
-                         "downloader's own limits still apply)")
+    ap.add_argument(
+        "--concurrency", type=int, default=None, help="download.concurrency (default: config)"
+    )
+    ap.add_argument(
+        "--per-host", type=int, default=None, help="download.per_host (default: config)"
+    )
+    ap.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help="fetches in flight from the caller (default 4 x concurrency; the "
+        "downloader's own limits still apply)",
+    )
     args = ap.parse_args()
 
     ctx = mp.get_context("spawn")
@@ -178,9 +192,11 @@ def main() -> None:
         cfg = load_config(None, data_dir=work / "data", download=overrides)
         d = cfg.download
         window = args.window or 4 * d.concurrency
-        print(f"facequeue download bench: {args.count} images over {args.hosts} hosts, "
-              f"{args.latency * 1000:.0f} ms latency per image, concurrency={d.concurrency}, "
-              f"per_host={d.per_host}, caller window={window}")
+        print(
+            f"facequeue download bench: {args.count} images over {args.hosts} hosts, "
+            f"{args.latency * 1000:.0f} ms latency per image, concurrency={d.concurrency}, "
+            f"per_host={d.per_host}, caller window={window}"
+        )
 
         urls = [f"{hosts[i % len(hosts)]}/img/{i}.jpg" for i in range(args.count)]
         with RssPeak() as mem:
@@ -188,16 +204,22 @@ def main() -> None:
         fq_rate = ok / elapsed
         peaks = [host_stats(h)["max_in_flight"] for h in hosts]
         ceiling = min(d.concurrency, d.per_host * args.hosts) / args.latency
-        print(f"facequeue : {ok}/{args.count} ok ({distinct} distinct) in {elapsed:.2f} s = "
-              f"{fq_rate:.1f} images/s (ceiling {ceiling:.0f}/s); peak RSS {mem.peak:.1f} MB "
-              f"(+{mem.peak - mem.start:.1f} MB during the run); per-host peak in flight "
-              f"{max(peaks)} (limit {d.per_host})")
+        print(
+            f"facequeue : {ok}/{args.count} ok ({distinct} distinct) in {elapsed:.2f} s = "
+            f"{fq_rate:.1f} images/s (ceiling {ceiling:.0f}/s); peak RSS {mem.peak:.1f} MB "
+            f"(+{mem.peak - mem.start:.1f} MB during the run); per-host peak in flight "
+            f"{max(peaks)} (limit {d.per_host})"
+        )
 
-        base_urls = [f"{hosts[i % len(hosts)]}/img/{10_000_000 + i}.jpg" for i in range(args.baseline_count)]
+        base_urls = [
+            f"{hosts[i % len(hosts)]}/img/{10_000_000 + i}.jpg" for i in range(args.baseline_count)
+        ]
         b_elapsed, b_ok = run_baseline(base_urls, work / "baseline")
         b_rate = b_ok / b_elapsed
-        print(f"baseline  : {b_ok}/{args.baseline_count} one at a time (urllib + PIL) in "
-              f"{b_elapsed:.2f} s = {b_rate:.1f} images/s")
+        print(
+            f"baseline  : {b_ok}/{args.baseline_count} one at a time (urllib + PIL) in "
+            f"{b_elapsed:.2f} s = {b_rate:.1f} images/s"
+        )
         print(f"ratio     : {fq_rate / b_rate:.1f}x the baseline (target >= 10x)")
 
         single = [f"{hosts[0]}/img/{20_000_000 + i}.jpg" for i in range(args.single_count)]
@@ -205,9 +227,11 @@ def main() -> None:
             s_elapsed, s_ok, _ = asyncio.run(run_facequeue(cfg, single, work / "raw", window))
         s_rate = s_ok / s_elapsed
         s_ceiling = min(d.per_host, d.concurrency) / args.latency
-        print(f"one host  : {s_ok}/{args.single_count} in {s_elapsed:.2f} s = {s_rate:.1f} images/s, "
-              f"{100 * s_rate / s_ceiling:.0f}% of its ceiling per_host/latency = {s_ceiling:.0f}/s; "
-              f"peak in flight {host_stats(hosts[0])['max_in_flight']}; peak RSS {smem.peak:.1f} MB")
+        print(
+            f"one host  : {s_ok}/{args.single_count} in {s_elapsed:.2f} s = {s_rate:.1f} images/s, "
+            f"{100 * s_rate / s_ceiling:.0f}% of its ceiling per_host/latency = {s_ceiling:.0f}/s; "
+            f"peak in flight {host_stats(hosts[0])['max_in_flight']}; peak RSS {smem.peak:.1f} MB"
+        )
         if max(peaks) > d.per_host:
             sys.exit("per-host limit exceeded")
     finally:

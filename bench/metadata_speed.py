@@ -14,6 +14,7 @@ and model (dlib / Dlib). Age and sex are skipped on both sides (no weights offli
 
 The corpus (../shared/testdata/faces or $FACEQUEUE_TESTDATA) is copied to a temp folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,7 +70,8 @@ def run_baseline(folder: Path, home: Path) -> tuple[float, int, int]:
     import numpy as np
     from PIL import Image
 
-    from facequeue import attributes, faces
+    from facequeue.vision import attributes
+    from facequeue.vision import engine as faces
 
     t = time.perf_counter()
     faces.prepare("Dlib", "dlib", home, False)
@@ -80,30 +82,61 @@ def run_baseline(folder: Path, home: Path) -> tuple[float, int, int]:
         try:
             data = path.read_bytes()
             with Image.open(path) as im:
-                props = {"width": im.width, "height": im.height, "format": im.format, "mode": im.mode}
+                props = {
+                    "width": im.width,
+                    "height": im.height,
+                    "format": im.format,
+                    "mode": im.mode,
+                }
             img = np.asarray(Image.open(path).convert("RGB"))[:, :, ::-1].copy()
-            found = [f for f in DeepFace.extract_faces(img, detector_backend="dlib", enforce_detection=False)
-                     if f["confidence"] > 0]
+            found = [
+                f
+                for f in DeepFace.extract_faces(
+                    img, detector_backend="dlib", enforce_detection=False
+                )
+                if f["confidence"] > 0
+            ]
             regions = [[f["facial_area"][k] for k in ("x", "y", "w", "h")] for f in found]
-            emb = DeepFace.represent(img, model_name="Dlib", detector_backend="dlib", enforce_detection=False)
+            emb = DeepFace.represent(
+                img, model_name="Dlib", detector_backend="dlib", enforce_detection=False
+            )
             skin = hair = None
-            again = [f for f in DeepFace.extract_faces(img, detector_backend="dlib", enforce_detection=False)
-                     if f["confidence"] > 0]                     # skin-tone analyzer's own detection
+            again = [
+                f
+                for f in DeepFace.extract_faces(
+                    img, detector_backend="dlib", enforce_detection=False
+                )
+                if f["confidence"] > 0
+            ]  # skin-tone analyzer's own detection
             if again:
                 a = again[0]["facial_area"]
                 box = type("B", (), {"x": a["x"], "y": a["y"], "w": a["w"], "h": a["h"]})
                 skin = attributes.skin_tone(img, box)
-            third = [f for f in DeepFace.extract_faces(img, detector_backend="dlib", enforce_detection=False)
-                     if f["confidence"] > 0]                     # hair analyzer's own detection
+            third = [
+                f
+                for f in DeepFace.extract_faces(
+                    img, detector_backend="dlib", enforce_detection=False
+                )
+                if f["confidence"] > 0
+            ]  # hair analyzer's own detection
             if third and skin:
                 a = third[0]["facial_area"]
                 box = type("B", (), {"x": a["x"], "y": a["y"], "w": a["w"], "h": a["h"]})
                 hair = attributes.hair_colour(img, box, skin["lab"])
             grey = img.mean(axis=2)
-            doc = {"filename": path.name, "md5_hash": hashlib.md5(data).hexdigest(), "image_properties": props,
-                   "faces": regions, "embedding_len": len(emb[0]["embedding"]) if emb else 0,
-                   "skin": skin, "hair": hair, "brightness": float(grey.mean()), "contrast": float(grey.std()),
-                   "saturation": attributes.saturation(img), "colors": attributes.dominant_colours(img)}
+            doc = {
+                "filename": path.name,
+                "md5_hash": hashlib.md5(data).hexdigest(),
+                "image_properties": props,
+                "faces": regions,
+                "embedding_len": len(emb[0]["embedding"]) if emb else 0,
+                "skin": skin,
+                "hair": hair,
+                "brightness": float(grey.mean()),
+                "contrast": float(grey.std()),
+                "saturation": attributes.saturation(img),
+                "colors": attributes.dominant_colours(img),
+            }
             path.with_suffix(".json").write_text(json.dumps(doc))
             done += 1
         except Exception:  # noqa: BLE001 - unreadable corpus files count as errors, as in the seed
@@ -112,12 +145,18 @@ def run_baseline(folder: Path, home: Path) -> tuple[float, int, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--count", type=int, default=120, help="corpus images to process (>= 100)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--baseline-count", type=int, default=40,
-                    help="baseline on N images spread evenly over the sample (0: all); it runs "
-                         "at a few seconds per large photo")
+    ap.add_argument(
+        "--baseline-count",
+        type=int,
+        default=40,
+        help="baseline on N images spread evenly over the sample (0: all); it runs "
+        "at a few seconds per large photo",
+    )
     args = ap.parse_args()
     paths = pick(args.count)
     with tempfile.TemporaryDirectory(prefix="fq-bench-") as tmp:
@@ -138,12 +177,18 @@ def main() -> None:
     fq_rate = len(paths) / fq_s
     base_rate = len(base_paths) / base_s
     print(f"images: {len(paths)} (corpus sample), sidecars written: {fq_n}")
-    print(f"facequeue metadata ({args.workers} workers, end to end incl. start-up): "
-          f"{fq_s:.1f} s, {fq_rate:.2f} images/s")
-    print(f"baseline (1 process, DeepFace call per attribute): {base_s:.1f} s for {len(base_paths)} images "
-          f"({base_n} ok, {base_err} errors), {base_rate:.2f} images/s")
-    print(f"ratio facequeue / baseline: {fq_rate / base_rate:.2f}x   (seed reported {SEED_RATE} images/s; "
-          f"facequeue / seed: {fq_rate / SEED_RATE:.2f}x)")
+    print(
+        f"facequeue metadata ({args.workers} workers, end to end incl. start-up): "
+        f"{fq_s:.1f} s, {fq_rate:.2f} images/s"
+    )
+    print(
+        f"baseline (1 process, DeepFace call per attribute): {base_s:.1f} s for {len(base_paths)} images "
+        f"({base_n} ok, {base_err} errors), {base_rate:.2f} images/s"
+    )
+    print(
+        f"ratio facequeue / baseline: {fq_rate / base_rate:.2f}x   (seed reported {SEED_RATE} images/s; "
+        f"facequeue / seed: {fq_rate / SEED_RATE:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Prints the wall time of the real command against a baseline in the same run: `py
 started the same way (the interpreter start-up every CLI call pays), and the ratio.
 Usage: python bench/status.py [--people 10000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,12 +21,28 @@ from facequeue.store import NewPerson, Store
 
 async def fill(db: Path, n: int) -> None:
     store = await Store.open(db)
-    people = [NewPerson(name=f"Person {i}", slug=f"Person_{i}", country=f"Country{i % 50}")
-              for i in range(n)]
+    people = [
+        NewPerson(name=f"Person {i}", slug=f"Person_{i}", country=f"Country{i % 50}")
+        for i in range(n)
+    ]
     await store.add_people(people)
-    images = [dict(person_id=pid, provider="bench", rank=r, url=f"http://h/{pid}/{r}",
-                   thumbnail_url=None, page_url=None, title=None, license=None, author=None,
-                   width=None, height=None) for pid in range(1, min(n, 1000) + 1) for r in range(20)]
+    images = [
+        dict(
+            person_id=pid,
+            provider="bench",
+            rank=r,
+            url=f"http://h/{pid}/{r}",
+            thumbnail_url=None,
+            page_url=None,
+            title=None,
+            license=None,
+            author=None,
+            width=None,
+            height=None,
+        )
+        for pid in range(1, min(n, 1000) + 1)
+        for r in range(20)
+    ]
     await store.insert_images(images)
     await store.close()
 
@@ -53,8 +70,10 @@ def main() -> None:
         js = timed([sys.executable, "-m", "facequeue", "status", "--json"], env)
     print(f"people: {args.people}")
     print(f"baseline (start-up, import facequeue.cli): {base:.3f} s")
-    print(f"facequeue status:        {status:.3f} s  (ratio to baseline {status / base:.2f}x, "
-          f"query time ~{status - base:.3f} s)")
+    print(
+        f"facequeue status:        {status:.3f} s  (ratio to baseline {status / base:.2f}x, "
+        f"query time ~{status - base:.3f} s)"
+    )
     print(f"facequeue status --json: {js:.3f} s  (ratio to baseline {js / base:.2f}x)")
 
 

@@ -1,3 +1,3 @@
-from .cli import entrypoint
+from facequeue.cli import entrypoint
 
 entrypoint()

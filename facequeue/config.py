@@ -2,6 +2,7 @@
 
 Secrets (API keys) are read from the environment only and never appear in repr or logs.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .errors import ConfigError
+from facequeue.errors import ConfigError
 
 CONFIG_ENV = "FACEQUEUE_CONFIG"
 DEFAULT_CONFIG_NAME = "facequeue.toml"
@@ -37,8 +38,8 @@ class SearchConfig(Section):
     provider: Literal["wikimedia", "rapidapi", "folder"] = "wikimedia"
     max_results: int = Field(70, ge=1, le=1000)
     query_template: str = "{name} {occupation}"
-    retries: int = Field(2, ge=0, le=10)          # provider HTTP retries on 429/5xx/network errors
-    retry_backoff_s: float = Field(1.0, ge=0)     # first retry delay, doubled each time, with jitter
+    retries: int = Field(2, ge=0, le=10)  # provider HTTP retries on 429/5xx/network errors
+    retry_backoff_s: float = Field(1.0, ge=0)  # first retry delay, doubled each time, with jitter
 
 
 class RapidApiConfig(Section):
@@ -53,7 +54,7 @@ class RapidApiConfig(Section):
 
 class WikimediaConfig(Section):
     api_url: str = "https://commons.wikimedia.org/w/api.php"
-    thumb_width: int = Field(1280, ge=0)          # also ask for a thumbnail this wide (0: none)
+    thumb_width: int = Field(1280, ge=0)  # also ask for a thumbnail this wide (0: none)
     timeout_s: float = Field(30.0, gt=0)
 
 
@@ -65,7 +66,7 @@ class DownloadConfig(Section):
     concurrency: int = Field(32, ge=1, le=1024)
     per_host: int = Field(8, ge=1, le=256)
     allow_private_addresses: bool = False
-    allowed_networks: list[str] = []              # CIDRs exempt from the private-address guard
+    allowed_networks: list[str] = []  # CIDRs exempt from the private-address guard
     min_image_side: int = Field(100, ge=1)
     max_bytes: int = Field(30_000_000, ge=1024)
     max_pixels: int = Field(50_000_000, ge=1)
@@ -89,7 +90,7 @@ class AnalysisConfig(Section):
     min_face_px: int = Field(70, ge=1)
     extra_face_fraction: float = Field(0.5, gt=0, le=1)
     extra_face_min_confidence: float = Field(0.15, ge=0)  # weaker extra detections are ignored
-    blur_min: float = Field(8.0, ge=0)    # Laplacian variance of the aligned 150 px grey chip
+    blur_min: float = Field(8.0, ge=0)  # Laplacian variance of the aligned 150 px grey chip
     align: bool = True
     allow_weight_download: bool = False
     deepface_home: str = ""  # empty = <data_dir>/deepface
@@ -100,9 +101,11 @@ class CurationConfig(Section):
     min_references: int = Field(3, ge=1)
     max_references: int = Field(7, ge=1)
     threshold: float | None = Field(None, gt=0)
-    metric: Literal["", "cosine", "euclidean", "euclidean_l2"] = ""  # "" = euclidean for Dlib, else cosine
+    metric: Literal["", "cosine", "euclidean", "euclidean_l2"] = (
+        ""  # "" = euclidean for Dlib, else cosine
+    )
     ambiguity_ratio: float = Field(0.8, gt=0, le=1)  # a rival group this large -> no_consensus
-    spread_factor: float = Field(1.3, gt=0)    # accept within this x the references' own spread...
+    spread_factor: float = Field(1.3, gt=0)  # accept within this x the references' own spread...
     spread_floor: float = Field(0.75, gt=0, le=1)  # ...but never stricter than this x threshold
     phash_distance: int = Field(6, ge=0, le=64)
     duplicate_distance: float = Field(0.08, ge=0)
@@ -118,7 +121,7 @@ class GalleryConfig(Section):
 class NamesConfig(Section):
     occupations: list[str] = ["actor", "politician", "athlete", "musician"]
     count: int = Field(20, ge=1, le=200)
-    source: Literal["llm", "wikidata"] = "llm"     # default of `add-country --source`
+    source: Literal["llm", "wikidata"] = "llm"  # default of `add-country --source`
 
 
 class LlmConfig(Section):
@@ -126,16 +129,16 @@ class LlmConfig(Section):
     model: str = "gpt-4.1"
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
-    retry_backoff_s: float = Field(1.0, ge=0)     # first retry delay, doubled each time, with jitter
-    concurrency: int = Field(4, ge=1, le=64)       # occupations asked at once
+    retry_backoff_s: float = Field(1.0, ge=0)  # first retry delay, doubled each time, with jitter
+    concurrency: int = Field(4, ge=1, le=64)  # occupations asked at once
 
 
 class WikidataConfig(Section):
     sparql_url: str = "https://query.wikidata.org/sparql"
     cross_check: bool = True
     timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(3, ge=0, le=20)      # on 429/5xx/timeouts/malformed answers
-    retry_backoff_s: float = Field(2.0, ge=0)     # first retry delay, doubled each time, with jitter
+    max_retries: int = Field(3, ge=0, le=20)  # on 429/5xx/timeouts/malformed answers
+    retry_backoff_s: float = Field(2.0, ge=0)  # first retry delay, doubled each time, with jitter
 
 
 class Secrets:
@@ -175,7 +178,9 @@ class Config(BaseSettings):
     data_dir: Path = Path("./data")
     log_file: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    user_agent: str = "facequeue/0.1 (face dataset collector; https://github.com/facequeue/facequeue)"
+    user_agent: str = (
+        "facequeue/0.1 (face dataset collector; https://github.com/facequeue/facequeue)"
+    )
 
     queue: QueueConfig = QueueConfig()
     search: SearchConfig = SearchConfig()
@@ -191,8 +196,9 @@ class Config(BaseSettings):
     wikidata: WikidataConfig = WikidataConfig()
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         return (init_settings, env_settings, _TomlSource(settings_cls))
 
     # Paths derived from data_dir: one place decides the layout on disk.

@@ -2,6 +2,7 @@
 
 Readers (and a crash at any moment) see the old file or the new one, never half of one.
 """
+
 from __future__ import annotations
 
 import os

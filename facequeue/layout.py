@@ -1,4 +1,5 @@
 """Where a person's files live under data_dir. One place decides, every module asks here."""
+
 from __future__ import annotations
 
 import re
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from anyascii import anyascii
 
-from .config import Config
+from facequeue.config import Config
 
 
 def ascii_slug(text: str, max_len: int = 60) -> str:

@@ -1,4 +1,5 @@
 """Shared fixtures. The face corpus is read in place from ../shared (never copied into the repo)."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,12 @@ def corpus_dir() -> Path:
     if here.is_dir():
         return here
     try:
-        origin = subprocess.run(["git", "-C", str(REPO), "config", "remote.origin.url"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
+        origin = subprocess.run(
+            ["git", "-C", str(REPO), "config", "remote.origin.url"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         origin = ""
     if origin and "://" not in origin and ":" not in origin.split("/")[0]:

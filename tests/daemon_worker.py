@@ -4,6 +4,7 @@ Used by test_daemon.py as a real subprocess. Each stage sleeps, then checks that
 database has not already recorded it as done (that would be work redone past a recorded
 stage) and logs 'start'/'end' lines to a journal file.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,9 +14,9 @@ import sqlite3
 import sys
 
 from facequeue.config import load_config
-from facequeue.daemon import run_daemon
 from facequeue.logs import setup_logging
-from facequeue.pipeline import STAGES
+from facequeue.runner.daemon import run_daemon
+from facequeue.runner.pipeline import STAGES
 
 JOURNAL = os.environ["FQ_TEST_JOURNAL"]
 SLOW = float(os.environ.get("FQ_TEST_STAGE_S", "0.05"))
@@ -34,8 +35,9 @@ def factory(cfg, store, res):
     def make(stage):
         async def fn(person):
             con = sqlite3.connect(cfg.db_path, timeout=30)
-            recorded = con.execute("SELECT stage FROM people WHERE id = ?",
-                                   (person["id"],)).fetchone()[0]
+            recorded = con.execute(
+                "SELECT stage FROM people WHERE id = ?", (person["id"],)
+            ).fetchone()[0]
             con.close()
             order = list(STAGES) + ["done"]
             if order.index(recorded) > order.index(stage):
@@ -46,7 +48,9 @@ def factory(cfg, store, res):
                 raise RuntimeError(f"test failure in {stage}")
             _note(f"end {person['id']} {stage}")
             return None
+
         return fn
+
     return {s: make(s) for s in STAGES}
 
 

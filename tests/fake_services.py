@@ -10,6 +10,7 @@ application/sparql-results+json) so the project's real clients (`openai.AsyncOpe
 
 `script` replies are served first, in order; then the responder answers.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,9 @@ import json
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -60,19 +62,25 @@ class Delay:
     then: Any = None
 
 
-def chat_completion(content: str | None, model: str = "fake-model", finish_reason: str = "stop",
-                    refusal: str | None = None) -> dict:
+def chat_completion(
+    content: str | None,
+    model: str = "fake-model",
+    finish_reason: str = "stop",
+    refusal: str | None = None,
+) -> dict:
     return {
         "id": f"chatcmpl-fake{time.time_ns()}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": content, "refusal": refusal},
-            "logprobs": None,
-            "finish_reason": finish_reason,
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": refusal},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
     }
 
@@ -105,12 +113,25 @@ class _Server:
             await asyncio.sleep(reply.seconds)
             reply = reply.then
         if isinstance(reply, Status):
-            body = reply.body if reply.body is not None else {"error": {
-                "message": f"fake error {reply.status}", "type": "server_error",
-                "param": None, "code": None}}
+            body = (
+                reply.body
+                if reply.body is not None
+                else {
+                    "error": {
+                        "message": f"fake error {reply.status}",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            )
             text = body if isinstance(body, str) else json.dumps(body)
-            return web.Response(status=reply.status, text=text, headers=reply.headers,
-                                content_type="application/json")
+            return web.Response(
+                status=reply.status,
+                text=text,
+                headers=reply.headers,
+                content_type="application/json",
+            )
         if isinstance(reply, Raw):
             return web.Response(body=reply.body, content_type=reply.content_type)
         return render(reply)
@@ -170,19 +191,30 @@ class CelebrityLlm:
     people: dict[tuple[str, str], list[str]]
     invented: set[str] = field(default_factory=set)
     foreign: set[str] = field(default_factory=set)
-    countries: dict[str, str] = field(default_factory=dict)   # lower-case alias -> English name
+    countries: dict[str, str] = field(default_factory=dict)  # lower-case alias -> English name
 
     def __call__(self, body: dict) -> dict:
         ask = user_json(body)
         country = ask["country"]
         if schema_name(body) == "name_verdicts":
-            return {"verdicts": [
-                {"name": n, "real": n not in self.invented, "from_country": n not in self.foreign,
-                 "reason": "invented" if n in self.invented else "ok"} for n in ask["names"]]}
+            return {
+                "verdicts": [
+                    {
+                        "name": n,
+                        "real": n not in self.invented,
+                        "from_country": n not in self.foreign,
+                        "reason": "invented" if n in self.invented else "ok",
+                    }
+                    for n in ask["names"]
+                ]
+            }
         known = self.countries.get(country.casefold())
         names = self.people.get((country.casefold(), ask["occupation"].casefold()), [])
-        return {"country_recognized": known is not None, "country_name": known or "",
-                "people": [{"name": n} for n in names[: ask["count"]]]}
+        return {
+            "country_recognized": known is not None,
+            "country_name": known or "",
+            "people": [{"name": n} for n in names[: ask["count"]]],
+        }
 
 
 # -- Wikidata SPARQL -------------------------------------------------------------------
@@ -196,15 +228,15 @@ _LIT = r'"((?:[^"\\]|\\.)*)"'
 @dataclass
 class WdItem:
     qid: str
-    labels: dict[str, str]                       # language -> label
+    labels: dict[str, str]  # language -> label
     aliases: dict[str, list[str]] = field(default_factory=dict)
     sitelinks: int = 10
-    kind: str = "human"                          # human | country | occupation
+    kind: str = "human"  # human | country | occupation
     citizenship: tuple[str, ...] = ()
     occupations: tuple[str, ...] = ()
-    subclass_of: tuple[str, ...] = ()            # occupations: P279
-    languages: tuple[str, ...] = ()              # countries: P37/P424 codes
-    image: str | None = None                     # P18, as WDQS gives it (http://...FilePath)
+    subclass_of: tuple[str, ...] = ()  # occupations: P279
+    languages: tuple[str, ...] = ()  # countries: P37/P424 codes
+    image: str | None = None  # P18, as WDQS gives it (http://...FilePath)
 
     def names(self, lang: str | None = None) -> list[str]:
         if lang is None:
@@ -258,8 +290,10 @@ class FakeWikidata(_Server):
         reply = self.script.popleft() if self.script else self.answer(query)
 
         def render(reply: Any) -> web.Response:
-            return web.Response(text=json.dumps(reply, ensure_ascii=False),
-                                content_type="application/sparql-results+json")
+            return web.Response(
+                text=json.dumps(reply, ensure_ascii=False),
+                content_type="application/sparql-results+json",
+            )
 
         return await self._scripted(reply, render)
 
@@ -275,24 +309,35 @@ class FakeWikidata(_Server):
         return [i for i in self.items.values() if i.kind == kind]
 
     def _q_country_by_label(self, query: str) -> dict:
-        wanted = json.loads('"' + re.search(r"BIND\(" + _LIT + r" AS \?wanted\)", query)
-                            .group(1) + '"')
+        wanted = json.loads(
+            '"' + re.search(r"BIND\(" + _LIT + r" AS \?wanted\)", query).group(1) + '"'
+        )
         rows = []
         for c in sorted(self._of("country"), key=lambda c: -c.sitelinks):
             if wanted in [n.lower() for n in c.names("en")]:
-                rows.append({"country": uri(c.qid), "label": lit(c.labels.get("en", ""), "en"),
-                             "links": lit(c.sitelinks, datatype=XSD_INT),
-                             "langs": lit(" ".join(c.languages))})
+                rows.append(
+                    {
+                        "country": uri(c.qid),
+                        "label": lit(c.labels.get("en", ""), "en"),
+                        "links": lit(c.sitelinks, datatype=XSD_INT),
+                        "langs": lit(" ".join(c.languages)),
+                    }
+                )
         return sparql_json(["country", "label", "links", "langs"], rows)
 
     def _q_occupation_by_label(self, query: str) -> dict:
         block = re.search(r"VALUES \?text \{(.*?)\}", query, re.S).group(1)
         texts = {json.loads(f'"{t}"') for t in re.findall(_LIT + r"@en", block)}
         used = {o for p in self._of("human") for o in p.occupations}
-        rows = [{"occupation": uri(o.qid), "label": lit(o.labels.get("en", ""), "en"),
-                 "links": lit(o.sitelinks, datatype=XSD_INT)}
-                for o in sorted(self._of("occupation"), key=lambda o: -o.sitelinks)
-                if set(o.names("en")) & texts and o.qid in used]
+        rows = [
+            {
+                "occupation": uri(o.qid),
+                "label": lit(o.labels.get("en", ""), "en"),
+                "links": lit(o.sitelinks, datatype=XSD_INT),
+            }
+            for o in sorted(self._of("occupation"), key=lambda o: -o.sitelinks)
+            if set(o.names("en")) & texts and o.qid in used
+        ]
         return sparql_json(["occupation", "label", "links"], rows)
 
     def _ancestors(self, qid: str) -> set[str]:
@@ -308,10 +353,17 @@ class FakeWikidata(_Server):
         country = re.search(r"wdt:P27 wd:(Q\d+)", query).group(1)
         occupation = re.search(r"wdt:P279\* wd:(Q\d+)", query).group(1)
         limit = int(re.search(r"LIMIT (\d+)", query).group(1))
-        native = re.findall(r'"([a-z-]+)"', query.split("IN (", 1)[1].split(")")[0]) \
-            if "IN (" in query else []
-        people = [p for p in self._of("human") if country in p.citizenship
-                  and any(occupation in self._ancestors(o) for o in p.occupations)]
+        native = (
+            re.findall(r'"([a-z-]+)"', query.split("IN (", 1)[1].split(")")[0])
+            if "IN (" in query
+            else []
+        )
+        people = [
+            p
+            for p in self._of("human")
+            if country in p.citizenship
+            and any(occupation in self._ancestors(o) for o in p.occupations)
+        ]
         rows = []
         for p in sorted(people, key=lambda p: -p.sitelinks)[:limit]:
             row = {"person": uri(p.qid), "links": lit(p.sitelinks, datatype=XSD_INT)}
@@ -329,16 +381,21 @@ class FakeWikidata(_Server):
 
     def _q_people_by_name(self, query: str) -> dict:
         country = re.search(r"wdt:P27 wd:(Q\d+)", query).group(1)
-        pairs = [(int(k), json.loads(f'"{t}"'), lang)
-                 for k, t, lang in re.findall(r"\((\d+) " + _LIT + r"@([a-z-]+)\)", query)]
+        pairs = [
+            (int(k), json.loads(f'"{t}"'), lang)
+            for k, t, lang in re.findall(r"\((\d+) " + _LIT + r"@([a-z-]+)\)", query)
+        ]
         rows, seen = [], set()
         for key, text, lang in pairs:
             for p in self._of("human"):
                 if text in p.names(lang) and (key, p.qid) not in seen:
                     seen.add((key, p.qid))
-                    row = {"key": lit(key, datatype=XSD_INT), "person": uri(p.qid),
-                           "citizen": lit(str(country in p.citizenship).lower(), datatype=XSD_BOOL),
-                           "links": lit(p.sitelinks, datatype=XSD_INT)}
+                    row = {
+                        "key": lit(key, datatype=XSD_INT),
+                        "person": uri(p.qid),
+                        "citizen": lit(str(country in p.citizenship).lower(), datatype=XSD_BOOL),
+                        "links": lit(p.sitelinks, datatype=XSD_INT),
+                    }
                     if p.image:
                         row["image"] = {"type": "uri", "value": p.image}
                     rows.append(row)
@@ -352,30 +409,85 @@ def commons(file: str) -> str:
 def serbia_world() -> list[WdItem]:
     """A little Wikidata: Serbia, Croatia, some occupations (tennis player ⊂ athlete), people."""
     return [
-        WdItem("Q403", {"en": "Serbia"}, {"en": ["Republic of Serbia"]}, 300, "country",
-               languages=("sr",)),
+        WdItem(
+            "Q403",
+            {"en": "Serbia"},
+            {"en": ["Republic of Serbia"]},
+            300,
+            "country",
+            languages=("sr",),
+        ),
         WdItem("Q224", {"en": "Croatia"}, {}, 280, "country", languages=("hr",)),
         WdItem("Q33999", {"en": "actor"}, {"en": ["actress"]}, 150, "occupation"),
         WdItem("Q2066131", {"en": "athlete"}, {"en": ["sportsperson"]}, 120, "occupation"),
-        WdItem("Q10833314", {"en": "tennis player"}, {}, 90, "occupation",
-               subclass_of=("Q2066131",)),
+        WdItem(
+            "Q10833314", {"en": "tennis player"}, {}, 90, "occupation", subclass_of=("Q2066131",)
+        ),
         WdItem("Q639669", {"en": "musician"}, {}, 140, "occupation"),
-        WdItem("Q5812", {"en": "Novak Djokovic", "sr": "Новак Ђоковић"},
-               {"en": ["Novak Đoković", "Nole"]}, 160, citizenship=("Q403",),
-               occupations=("Q10833314",), image=commons("Novak Djokovic 2023.jpg")),
-        WdItem("Q466104", {"en": "Ana Ivanovic", "sr": "Ана Ивановић"}, {"en": ["Ana Ivanović"]},
-               80, citizenship=("Q403",), occupations=("Q10833314",)),
-        WdItem("Q1336513", {"en": "Ljubiša Samardžić", "sr": "Љубиша Самарџић"}, {}, 25,
-               citizenship=("Q403",), occupations=("Q33999",),
-               image=commons("Ljubisa Samardzic.jpg")),
-        WdItem("Q7000001", {"en": "Miloš Biković", "sr": "Милош Биковић"},
-               {}, 30, citizenship=("Q403",), occupations=("Q33999",)),
-        WdItem("Q7000002", {"mul": "Dragan Nikolić", "sr": "Драган Николић"}, {}, 20,
-               citizenship=("Q403",), occupations=("Q33999",)),
-        WdItem("Q7000003", {"en": "Đorđe Balašević", "sr": "Ђорђе Балашевић"}, {}, 40,
-               citizenship=("Q403",), occupations=("Q639669",)),
-        WdItem("Q7000005", {"en": "Milica Mandić", "sr": "Милица Мандић"}, {}, 35,
-               citizenship=("Q403",), occupations=("Q2066131",)),
-        WdItem("Q7000004", {"en": "Goran Ivanišević"}, {}, 60, citizenship=("Q224",),
-               occupations=("Q10833314",)),
+        WdItem(
+            "Q5812",
+            {"en": "Novak Djokovic", "sr": "Новак Ђоковић"},
+            {"en": ["Novak Đoković", "Nole"]},
+            160,
+            citizenship=("Q403",),
+            occupations=("Q10833314",),
+            image=commons("Novak Djokovic 2023.jpg"),
+        ),
+        WdItem(
+            "Q466104",
+            {"en": "Ana Ivanovic", "sr": "Ана Ивановић"},
+            {"en": ["Ana Ivanović"]},
+            80,
+            citizenship=("Q403",),
+            occupations=("Q10833314",),
+        ),
+        WdItem(
+            "Q1336513",
+            {"en": "Ljubiša Samardžić", "sr": "Љубиша Самарџић"},
+            {},
+            25,
+            citizenship=("Q403",),
+            occupations=("Q33999",),
+            image=commons("Ljubisa Samardzic.jpg"),
+        ),
+        WdItem(
+            "Q7000001",
+            {"en": "Miloš Biković", "sr": "Милош Биковић"},
+            {},
+            30,
+            citizenship=("Q403",),
+            occupations=("Q33999",),
+        ),
+        WdItem(
+            "Q7000002",
+            {"mul": "Dragan Nikolić", "sr": "Драган Николић"},
+            {},
+            20,
+            citizenship=("Q403",),
+            occupations=("Q33999",),
+        ),
+        WdItem(
+            "Q7000003",
+            {"en": "Đorđe Balašević", "sr": "Ђорђе Балашевић"},
+            {},
+            40,
+            citizenship=("Q403",),
+            occupations=("Q639669",),
+        ),
+        WdItem(
+            "Q7000005",
+            {"en": "Milica Mandić", "sr": "Милица Мандић"},
+            {},
+            35,
+            citizenship=("Q403",),
+            occupations=("Q2066131",),
+        ),
+        WdItem(
+            "Q7000004",
+            {"en": "Goran Ivanišević"},
+            {},
+            60,
+            citizenship=("Q224",),
+            occupations=("Q10833314",),
+        ),
     ]

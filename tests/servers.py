@@ -16,6 +16,7 @@
 - `ImageHost`: the corpus under `/faces/<path>`, distinct generated JPEGs under `/img/<n>.jpg`,
   and misbehaving routes (see `ImageHost.__init__`). Counts hits and peak concurrency.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,15 +26,15 @@ import json
 import struct
 import zlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
 from urllib.parse import quote
 
 from aiohttp import web
 
 DEFAULT_PHOTO = "people/Ariel_Sharon/1.jpg"
-GB = 1024 ** 3
+GB = 1024**3
 
 
 @contextlib.asynccontextmanager
@@ -58,16 +59,25 @@ def jpeg_with_comment(jpeg: bytes, comment: bytes) -> bytes:
 
 def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
     """A few hundred bytes of PNG whose header claims width x height (1-bit grey)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     row = b"\x00" * (1 + (width + 7) // 8)
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * 4, 9))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(row * 4, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def small_png(side: int = 20) -> bytes:
     from PIL import Image
+
     buf = io.BytesIO()
     Image.new("RGB", (side, side), (200, 120, 80)).save(buf, "PNG")
     return buf.getvalue()
@@ -100,12 +110,20 @@ class ImageHost:
     /stats                 JSON: hits, max_in_flight
     """
 
-    def __init__(self, testdata_dir: Path | None = None, *, latency_s: float = 0.0,
-                 robots_txt: str | None = None, photo: str = DEFAULT_PHOTO) -> None:
+    def __init__(
+        self,
+        testdata_dir: Path | None = None,
+        *,
+        latency_s: float = 0.0,
+        robots_txt: str | None = None,
+        photo: str = DEFAULT_PHOTO,
+    ) -> None:
         self.testdata_dir = Path(testdata_dir) if testdata_dir else None
         self.latency_s = latency_s
         self.robots_txt = robots_txt
-        self.photo = (self.testdata_dir / photo).read_bytes() if self.testdata_dir else _fallback_jpeg()
+        self.photo = (
+            (self.testdata_dir / photo).read_bytes() if self.testdata_dir else _fallback_jpeg()
+        )
         self.hits: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -165,7 +183,9 @@ class ImageHost:
         return web.Response(text=self.robots_txt)
 
     async def stats(self, request):
-        return web.json_response({"hits": sum(self.hits.values()), "max_in_flight": self.max_in_flight})
+        return web.json_response(
+            {"hits": sum(self.hits.values()), "max_in_flight": self.max_in_flight}
+        )
 
     async def faces(self, request):
         if self.testdata_dir is None:
@@ -177,7 +197,11 @@ class ImageHost:
         return self._image(path.read_bytes())
 
     async def numbered(self, request):
-        return self._image(jpeg_with_comment(self.photo, f"facequeue test image {request.match_info['n']}".encode()))
+        return self._image(
+            jpeg_with_comment(
+                self.photo, f"facequeue test image {request.match_info['n']}".encode()
+            )
+        )
 
     async def noai(self, request):
         return self._image(self.photo, **{"X-Robots-Tag": "noai"})
@@ -187,8 +211,10 @@ class ImageHost:
         return web.Response(status=code, text=f"status {code}")
 
     async def html_as_image(self, request):
-        return web.Response(body=b"<!DOCTYPE html><html><body>Not found</body></html>",
-                            headers={"Content-Type": "image/jpeg"})
+        return web.Response(
+            body=b"<!DOCTYPE html><html><body>Not found</body></html>",
+            headers={"Content-Type": "image/jpeg"},
+        )
 
     async def retry_after(self, request):
         times, after = int(request.query.get("times", 1)), request.query.get("after", "1")
@@ -234,7 +260,7 @@ class ImageHost:
             for i in range(0, len(self.photo), 100):
                 if request.transport is None or request.transport.is_closing():
                     break
-                await resp.write(self.photo[i:i + 100])
+                await resp.write(self.photo[i : i + 100])
                 await asyncio.sleep(0.05)
         return resp
 
@@ -267,6 +293,7 @@ class ImageHost:
 
 def _fallback_jpeg() -> bytes:
     from PIL import Image
+
     buf = io.BytesIO()
     Image.new("RGB", (240, 240), (90, 140, 200)).save(buf, "JPEG", quality=85)
     return buf.getvalue()
@@ -278,23 +305,25 @@ def corpus_people(testdata_dir: Path) -> dict[str, list[str]]:
     for folder in sorted((Path(testdata_dir) / "people").iterdir()):
         if folder.is_dir():
             out[folder.name.replace("_", " ")] = sorted(
-                f"people/{folder.name}/{p.name}" for p in folder.iterdir() if p.is_file())
+                f"people/{folder.name}/{p.name}" for p in folder.iterdir() if p.is_file()
+            )
     return out
 
 
 class _SearchBackend:
     """Query -> image URLs: explicit `results`, else the corpus person the query starts with."""
 
-    def __init__(self, images: ImageHost | None, testdata_dir: Path | None,
-                 results: dict[str, list] | None) -> None:
+    def __init__(
+        self, images: ImageHost | None, testdata_dir: Path | None, results: dict[str, list] | None
+    ) -> None:
         self.images = images
         self.results = dict(results or {})
         self.people = corpus_people(testdata_dir) if testdata_dir else {}
         self.queries: list[str] = []
         self.user_agents: list[str | None] = []
-        self.fail_times = 0          # answer 500 this many times first
+        self.fail_times = 0  # answer 500 this many times first
         self.status: int | None = None  # answer this status always (e.g. 403)
-        self.malformed = False       # answer broken JSON
+        self.malformed = False  # answer broken JSON
 
     def lookup(self, query: str) -> list:
         self.queries.append(query)
@@ -338,10 +367,18 @@ class FakeRapidApi(_SearchBackend):
         data = []
         for i, item in enumerate(self.lookup(request.query.get("query", ""))[:limit]):
             if isinstance(item, str):
-                item = {"id": f"img{i}", "title": f"result {i + 1}", "url": item,
-                        "width": 1024, "height": 768, "thumbnail_url": item + "?thumb=1",
-                        "thumbnail_width": 200, "thumbnail_height": 150, "source": "Example",
-                        "source_url": f"https://example.org/page/{i + 1}"}
+                item = {
+                    "id": f"img{i}",
+                    "title": f"result {i + 1}",
+                    "url": item,
+                    "width": 1024,
+                    "height": 768,
+                    "thumbnail_url": item + "?thumb=1",
+                    "thumbnail_width": 200,
+                    "thumbnail_height": 150,
+                    "source": "Example",
+                    "source_url": f"https://example.org/page/{i + 1}",
+                }
             data.append(item)
         return web.json_response({"status": "OK", "request_id": "test-request", "data": data})
 
@@ -360,25 +397,50 @@ class FakeMediaWiki(_SearchBackend):
         bad = self.misbehave()
         if bad is not None:
             return bad
-        if q.get("action") != "query" or q.get("generator") != "search" or q.get("gsrnamespace") != "6":
-            return web.json_response({"error": {"code": "badparams", "info": "unsupported request"}})
+        if (
+            q.get("action") != "query"
+            or q.get("generator") != "search"
+            or q.get("gsrnamespace") != "6"
+        ):
+            return web.json_response(
+                {"error": {"code": "badparams", "info": "unsupported request"}}
+            )
         query = " ".join(w for w in q.get("gsrsearch", "").split() if not w.startswith("filetype:"))
         offset, limit = int(q.get("gsroffset", 0)), int(q.get("gsrlimit", 10))
         hits = self.lookup(query)
         pages = []
-        for i, item in enumerate(hits[offset:offset + limit], start=offset):
+        for i, item in enumerate(hits[offset : offset + limit], start=offset):
             if isinstance(item, str):
                 name = item.rsplit("/", 1)[-1]
                 mime = "image/png" if name.endswith(".png") else "image/jpeg"
-                item = {"pageid": 1000 + i, "ns": 6, "title": f"File:Test {i + 1} {name}",
-                        "imageinfo": [{
-                            "url": item, "descriptionurl": f"https://commons.example/wiki/File:{i + 1}",
-                            "width": 250, "height": 250, "size": 13000, "mime": mime,
-                            "thumburl": item + "?width=1280", "thumbwidth": 250, "thumbheight": 250,
+                item = {
+                    "pageid": 1000 + i,
+                    "ns": 6,
+                    "title": f"File:Test {i + 1} {name}",
+                    "imageinfo": [
+                        {
+                            "url": item,
+                            "descriptionurl": f"https://commons.example/wiki/File:{i + 1}",
+                            "width": 250,
+                            "height": 250,
+                            "size": 13000,
+                            "mime": mime,
+                            "thumburl": item + "?width=1280",
+                            "thumbwidth": 250,
+                            "thumbheight": 250,
                             "extmetadata": {
-                                "LicenseShortName": {"value": "CC BY-SA 4.0", "source": "commons-desc-page"},
-                                "Artist": {"value": f'<a href="//commons.example/wiki/User:P{i}">Photographer &amp; {i}</a>',
-                                           "source": "commons-desc-page"}}}]}
+                                "LicenseShortName": {
+                                    "value": "CC BY-SA 4.0",
+                                    "source": "commons-desc-page",
+                                },
+                                "Artist": {
+                                    "value": f'<a href="//commons.example/wiki/User:P{i}">Photographer &amp; {i}</a>',
+                                    "source": "commons-desc-page",
+                                },
+                            },
+                        }
+                    ],
+                }
             pages.append({**item, "index": i + 1})
         pages.sort(key=lambda p: -p.get("pageid", 0))  # like MediaWiki: not in rank order
         body: dict = {"batchcomplete": True, "query": {"pages": pages}}
@@ -399,13 +461,28 @@ class FakeServices:
 
 
 @contextlib.asynccontextmanager
-async def fake_services(testdata_dir: Path | None = None, *, results: dict[str, list] | None = None,
-                        latency_s: float = 0.0, robots_txt: str | None = None) -> AsyncIterator[FakeServices]:
+async def fake_services(
+    testdata_dir: Path | None = None,
+    *,
+    results: dict[str, list] | None = None,
+    latency_s: float = 0.0,
+    robots_txt: str | None = None,
+) -> AsyncIterator[FakeServices]:
     """Start an image host, a RapidAPI and a MediaWiki fake on 127.0.0.1; yield their URLs."""
     images = ImageHost(testdata_dir, latency_s=latency_s, robots_txt=robots_txt)
     rapid = FakeRapidApi(images, testdata_dir, results)
     wiki = FakeMediaWiki(images, testdata_dir, results)
-    async with serve(images.app) as img_url, serve(rapid.app) as rapid_url, serve(wiki.app) as wiki_url:
+    async with (
+        serve(images.app) as img_url,
+        serve(rapid.app) as rapid_url,
+        serve(wiki.app) as wiki_url,
+    ):
         images.base_url = img_url
-        yield FakeServices(images, rapid, wiki, rapidapi_url=rapid_url,
-                           wikimedia_url=f"{wiki_url}/w/api.php", images_url=img_url)
+        yield FakeServices(
+            images,
+            rapid,
+            wiki,
+            rapidapi_url=rapid_url,
+            wikimedia_url=f"{wiki_url}/w/api.php",
+            images_url=img_url,
+        )

@@ -1,4 +1,5 @@
 """The installed command as a user runs it: bad input, config errors, help, forget, systemd."""
+
 from __future__ import annotations
 
 import shutil
@@ -15,8 +16,14 @@ REPO = Path(__file__).resolve().parent.parent
 def run(cfg: Path | None, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     base = [sys.executable, "-m", "facequeue"] + (["--config", str(cfg)] if cfg else [])
     import os
-    return subprocess.run(base + list(args), capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+
+    return subprocess.run(
+        base + list(args),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture
@@ -28,11 +35,14 @@ def cfg(tmp_path) -> Path:
 
 def people(cfg: Path) -> list[tuple]:
     con = sqlite3.connect(cfg.parent / "data" / "facequeue.db")
-    return con.execute("SELECT name, slug, country, occupation, source FROM people ORDER BY id").fetchall()
+    return con.execute(
+        "SELECT name, slug, country, occupation, source FROM people ORDER BY id"
+    ).fetchall()
 
 
 def test_every_command_has_help():
     from facequeue.cli import main
+
     for name, command in main.commands.items():
         assert command.help, f"{name} has no help text"
         result = run(None, name, "--help")
@@ -40,10 +50,23 @@ def test_every_command_has_help():
 
 
 def test_add_person_keeps_name_and_makes_safe_slug(cfg):
-    assert run(cfg, "add-person", "Novak Đoković", "--country", "Serbia", "--occupation",
-               "tennis player").returncode == 0
+    assert (
+        run(
+            cfg,
+            "add-person",
+            "Novak Đoković",
+            "--country",
+            "Serbia",
+            "--occupation",
+            "tennis player",
+        ).returncode
+        == 0
+    )
     assert run(cfg, "add-person", "../../etc/passwd", "--country", "Serbia").returncode == 0
-    assert run(cfg, "add-person", "Robert'); DROP TABLE people;--", "--country", "Serbia").returncode == 0
+    assert (
+        run(cfg, "add-person", "Robert'); DROP TABLE people;--", "--country", "Serbia").returncode
+        == 0
+    )
     rows = people(cfg)
     assert rows[0][:2] == ("Novak Đoković", "Novak_Djokovic")
     assert rows[1][0] == "../../etc/passwd" and "/" not in rows[1][1] and ".." not in rows[1][1]
@@ -74,10 +97,14 @@ def test_csv_with_a_malformed_line_queues_nothing(cfg, tmp_path):
     assert result.returncode != 0 and "line 2" in result.stderr and "name is empty" in result.stderr
     assert [r[0] for r in people(cfg)] == ["Kept Person"]
     good = tmp_path / "good.csv"
-    good.write_text("name,country,occupation\nAna Ivanović,Serbia,athlete\nЉубиша Самарџић,Serbia,actor\n")
+    good.write_text(
+        "name,country,occupation\nAna Ivanović,Serbia,athlete\nЉубиша Самарџић,Serbia,actor\n"
+    )
     assert run(cfg, "import", str(good)).returncode == 0
-    assert [(r[1], r[4]) for r in people(cfg)][1:] == [("Ana_Ivanovic", "csv"),
-                                                      ("Ljubisa_Samardzic", "csv")]
+    assert [(r[1], r[4]) for r in people(cfg)][1:] == [
+        ("Ana_Ivanovic", "csv"),
+        ("Ljubisa_Samardzic", "csv"),
+    ]
 
 
 def test_config_errors_name_the_key(cfg, tmp_path):
@@ -95,8 +122,10 @@ def test_config_errors_name_the_key(cfg, tmp_path):
 
 
 def test_environment_overrides_use_the_documented_names(cfg, tmp_path):
-    from facequeue.config import load_config
     import os
+
+    from facequeue.config import load_config
+
     os.environ["FACEQUEUE_SEARCH__PROVIDER"] = "rapidapi"
     os.environ["FACEQUEUE_DATA_DIR"] = str(tmp_path / "elsewhere")
     try:
@@ -108,8 +137,11 @@ def test_environment_overrides_use_the_documented_names(cfg, tmp_path):
 
 def test_shipped_toml_documents_every_key_with_its_default():
     import tomllib
+
     from pydantic import BaseModel
+
     from facequeue.config import Config
+
     shipped = tomllib.loads((REPO / "facequeue.toml").read_text())
     defaults = Config.model_construct()
     for section, model in Config.model_fields.items():
@@ -119,7 +151,9 @@ def test_shipped_toml_documents_every_key_with_its_default():
                 default = getattr(value, key)
                 if default is None:
                     continue  # optional keys are shown commented out
-                assert key in shipped.get(section, {}), f"{section}.{key} missing from facequeue.toml"
+                assert key in shipped.get(section, {}), (
+                    f"{section}.{key} missing from facequeue.toml"
+                )
                 assert shipped[section][key] == default, f"{section}.{key} default differs"
         else:
             assert section in shipped, f"{section} missing from facequeue.toml"
@@ -136,8 +170,10 @@ def test_status_json_and_forget(cfg):
     assert missing.returncode != 0 and "no person matches" in missing.stderr
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                    reason="systemd-analyze not installed (Debian package systemd)")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze not installed (Debian package systemd)",
+)
 def test_systemd_unit_verifies(tmp_path):
     unit = (REPO / "systemd" / "facequeue.service").read_text()
     # verify checks that ExecStart exists: point it at this checkout's installed command.
@@ -145,5 +181,7 @@ def test_systemd_unit_verifies(tmp_path):
     unit = unit.replace("/opt/facequeue/.venv/bin/facequeue", str(exe))
     path = tmp_path / "facequeue.service"
     path.write_text(unit)
-    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True
+    )
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr

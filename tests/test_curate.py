@@ -1,4 +1,5 @@
 """Curation with real analyses (dlib detector + DeepFace Dlib model) of the corpus."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,17 +9,42 @@ import cv2
 import numpy as np
 import pytest
 
-from facequeue.analyze import AnalysisSettings, analyze_bgr, analyze_image, decode_image, init_worker
 from facequeue.config import load_config
-from facequeue.curate import (Candidate, CurationParams, curate, default_threshold, distance_matrix,
-                              gate)
+from facequeue.stages.curate import (
+    Candidate,
+    CurationParams,
+    curate,
+    default_threshold,
+    distance_matrix,
+    gate,
+)
+from facequeue.vision.analyze import (
+    AnalysisSettings,
+    analyze_bgr,
+    analyze_image,
+    decode_image,
+    init_worker,
+)
 
 PARAMS = CurationParams.for_model("Dlib")
-HARD_PAIRS = [("Serena_Williams", "Venus_Williams"), ("Junichiro_Koizumi", "Roh_Moo-hyun"),
-              ("Gloria_Macapagal_Arroyo", "Megawati_Sukarnoputri"),
-              ("deepface_person_11", "deepface_person_12")]
-OTHERS = ["Ariel_Sharon", "Colin_Powell", "Kofi_Annan", "Hugo_Chavez", "Laura_Bush", "Tony_Blair",
-          "deepface_person_05", "deepface_person_13", "Jennifer_Lopez", "Vladimir_Putin"]
+HARD_PAIRS = [
+    ("Serena_Williams", "Venus_Williams"),
+    ("Junichiro_Koizumi", "Roh_Moo-hyun"),
+    ("Gloria_Macapagal_Arroyo", "Megawati_Sukarnoputri"),
+    ("deepface_person_11", "deepface_person_12"),
+]
+OTHERS = [
+    "Ariel_Sharon",
+    "Colin_Powell",
+    "Kofi_Annan",
+    "Hugo_Chavez",
+    "Laura_Bush",
+    "Tony_Blair",
+    "deepface_person_05",
+    "deepface_person_13",
+    "Jennifer_Lopez",
+    "Vladimir_Putin",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +62,11 @@ def corpus(settings, testdata_dir):
     def photos(identity: str):
         if identity not in cache:
             folder = testdata_dir / "people" / identity
-            cache[identity] = [(str(p), analyze_image(str(p), settings)) for p in sorted(folder.iterdir())]
+            cache[identity] = [
+                (str(p), analyze_image(str(p), settings)) for p in sorted(folder.iterdir())
+            ]
         return cache[identity]
+
     return photos
 
 
@@ -72,19 +101,23 @@ def test_hard_pairs_measured_and_reported(corpus, record_property, capsys):
         va = np.array([x.vector() for _, x in corpus(a) if x.embedding])
         vb = np.array([x.vector() for _, x in corpus(b) if x.embedding])
         cross = distance_matrix(va, vb, PARAMS.metric)
-        within = [distance_matrix(v, v, PARAMS.metric)[np.triu_indices(len(v), 1)].max() for v in (va, vb)]
+        within = [
+            distance_matrix(v, v, PARAMS.metric)[np.triu_indices(len(v), 1)].max() for v in (va, vb)
+        ]
         # The target's photos plus two of its look-alike's: consensus must be the target.
         items = corpus(a) + corpus(b)[:2]
         res = curate(cands(items), PARAMS)
         own = {p for p, _ in corpus(a)}
         refs = {items[i][0] for i in res.reference_ids}
         fp = by_state(res, items) - own
-        line = (f"{a} vs {b}: min cross distance {cross.min():.3f} (README ~0.43-0.51), "
-                f"max within {max(within):.3f}; look-alike photos accepted {len(fp)}/2")
+        line = (
+            f"{a} vs {b}: min cross distance {cross.min():.3f} (README ~0.43-0.51), "
+            f"max within {max(within):.3f}; look-alike photos accepted {len(fp)}/2"
+        )
         lines.append(line)
         record_property(f"{a}_vs_{b}", line)
         assert res.outcome == "curated" and len(refs & own) > len(refs) / 2
-        assert 0.35 < cross.min() < 0.6          # the README's measurement holds here too
+        assert 0.35 < cross.min() < 0.6  # the README's measurement holds here too
         total_fp += len(fp)
     with capsys.disabled():
         print("\n" + "\n".join(lines))
@@ -96,7 +129,7 @@ def test_contaminated_person(corpus):
     """First 3 results are other people, 30% of all are other people, the rest the target."""
     target = corpus("deepface_person_01")[:7]
     impostors = [corpus(o)[1] for o in ("Serena_Williams", "Hugo_Chavez", "deepface_person_13")]
-    items = impostors + target                          # 3/10 = 30%, and they come first
+    items = impostors + target  # 3/10 = 30%, and they come first
     # The seed's rule: the first 3 images passing the quality checks are the references.
     seed_refs = [p for p, a in items if gate(a, PARAMS) is None][:3]
     assert not set(seed_refs) & {p for p, _ in target}  # ... all of them wrong
@@ -134,14 +167,16 @@ def test_duplicates_keep_the_best_copy(corpus, settings, testdata_dir):
     for scale, quality in ((0.5, 60), (0.25, 40)):
         small = cv2.resize(src, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        variants.append((f"copy_{scale}", analyze_bgr(cv2.imdecode(buf, cv2.IMREAD_COLOR), settings)))
+        variants.append(
+            (f"copy_{scale}", analyze_bgr(cv2.imdecode(buf, cv2.IMREAD_COLOR), settings))
+        )
     letterbox = analyze_image(str(testdata_dir / "variants/obama_480p.jpg"), settings)
     obama = corpus("Barack_Obama")
     items = variants + base + [("obama_480p", letterbox)] + obama
     res = curate(cands(items), PARAMS)
     reasons = {items[d.image_id][0]: d.reason for d in res.decisions}
     assert reasons["copy_0.5"] == "duplicate" and reasons["copy_0.25"] == "duplicate"
-    assert reasons[base[0][0]] is None                      # the full-size original is kept
+    assert reasons[base[0][0]] is None  # the full-size original is kept
     assert reasons["obama_480p"] == "duplicate" or reasons[obama[0][0]] == "duplicate"
 
 
@@ -159,9 +194,11 @@ def test_cap_keeps_references_and_best(corpus):
 def test_every_rejection_has_a_reason(corpus, testdata_dir, settings, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
-    extra = [(str(bad), analyze_image(str(bad), settings)),
-             ("noface", analyze_image(str(testdata_dir / "noface/skimage_rocket.jpg"), settings)),
-             ("group", analyze_image(str(testdata_dir / "multi/fr_two_people.jpg"), settings))]
+    extra = [
+        (str(bad), analyze_image(str(bad), settings)),
+        ("noface", analyze_image(str(testdata_dir / "noface/skimage_rocket.jpg"), settings)),
+        ("group", analyze_image(str(testdata_dir / "multi/fr_two_people.jpg"), settings)),
+    ]
     items = corpus("Vladimir_Putin") + extra
     res = curate(cands(items), PARAMS)
     reasons = [d.reason for d in res.decisions if d.state == "rejected"]

@@ -1,4 +1,5 @@
 """The daemon as a real subprocess: SIGKILL at random moments, SIGTERM, retries."""
+
 from __future__ import annotations
 
 import os
@@ -10,15 +11,23 @@ import sys
 import time
 from pathlib import Path
 
-
-from facequeue.pipeline import STAGES
+from facequeue.runner.pipeline import STAGES
 
 WORKER = Path(__file__).with_name("daemon_worker.py")
 
 
 def write_config(tmp_path: Path, **queue) -> Path:
-    q = {"people_in_flight": 4, "lease_s": 2.0, "heartbeat_s": 0.3, "poll_s": 0.1,
-         "grace_s": 1.0, "backoff_base_s": 0.0, "backoff_max_s": 0.0, "max_attempts": 3, **queue}
+    q = {
+        "people_in_flight": 4,
+        "lease_s": 2.0,
+        "heartbeat_s": 0.3,
+        "poll_s": 0.1,
+        "grace_s": 1.0,
+        "backoff_base_s": 0.0,
+        "backoff_max_s": 0.0,
+        "max_attempts": 3,
+        **queue,
+    }
     lines = [f'data_dir = "{tmp_path / "data"}"', "[queue]"]
     lines += [f"{k} = {v}" for k, v in q.items()]
     path = tmp_path / "facequeue.toml"
@@ -27,8 +36,13 @@ def write_config(tmp_path: Path, **queue) -> Path:
 
 
 def cli(cfg: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facequeue", "--config", str(cfg), *args],
-                          capture_output=True, text=True, check=check, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "facequeue", "--config", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=120,
+    )
 
 
 def worker(cfg: Path, journal: Path, once: bool = True, **env) -> subprocess.Popen:
@@ -39,8 +53,9 @@ def worker(cfg: Path, journal: Path, once: bool = True, **env) -> subprocess.Pop
 
 def queue_people(cfg: Path, n: int, tmp_path: Path) -> None:
     csv = tmp_path / "people.csv"
-    csv.write_text("name,country,occupation\n" + "".join(
-        f"Person Number {i},Serbia,actor\n" for i in range(n)))
+    csv.write_text(
+        "name,country,occupation\n" + "".join(f"Person Number {i},Serbia,actor\n" for i in range(n))
+    )
     cli(cfg, "import", str(csv))
 
 
@@ -92,7 +107,9 @@ def test_sigterm_releases_in_flight_people_and_exits_zero(tmp_path):
     journal = tmp_path / "journal.txt"
     proc = worker(cfg, journal, once=False, FQ_TEST_STAGE_S="30")
     deadline = time.time() + 30
-    while time.time() < deadline and not (journal.exists() and journal.read_text().count("start") >= 3):
+    while time.time() < deadline and not (
+        journal.exists() and journal.read_text().count("start") >= 3
+    ):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0

@@ -1,4 +1,5 @@
 """`facequeue doctor`: every check with its fix, non-zero exit on failure, secrets never shown."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from facequeue import faces
 from facequeue.cli import main
 from facequeue.store import Store
+from facequeue.vision import engine as faces
 
 SECRET_R = "rk-very-secret-0123456789"
 SECRET_O = "sk-also-secret-9876543210"
@@ -26,8 +27,11 @@ def weights_home(tmp_path_factory) -> Path:
 
 
 def write_config(tmp_path: Path, weights_home: Path, extra: str = "", **sections) -> Path:
-    sec = {"search": 'provider = "folder"', "llm": 'base_url = "http://127.0.0.1:9/v1"',
-           "analysis": f'deepface_home = "{weights_home}"'}
+    sec = {
+        "search": 'provider = "folder"',
+        "llm": 'base_url = "http://127.0.0.1:9/v1"',
+        "analysis": f'deepface_home = "{weights_home}"',
+    }
     sec.update(sections)
     body = 'data_dir = "data"\n' + extra + "".join(f"[{k}]\n{v}\n" for k, v in sec.items())
     path = tmp_path / "facequeue.toml"
@@ -36,8 +40,12 @@ def write_config(tmp_path: Path, weights_home: Path, extra: str = "", **sections
 
 
 def doctor(config: Path, *args: str, env: dict | None = None):
-    return CliRunner().invoke(main, ["--config", str(config), "doctor", *args],
-                              env={**NO_KEYS, **(env or {})}, catch_exceptions=False)
+    return CliRunner().invoke(
+        main,
+        ["--config", str(config), "doctor", *args],
+        env={**NO_KEYS, **(env or {})},
+        catch_exceptions=False,
+    )
 
 
 def by_name(result) -> dict[str, dict]:
@@ -51,9 +59,16 @@ def test_healthy_installation_passes_and_loads_models(tmp_path, weights_home):
     assert res.exit_code == 0, res.output
     checks = by_name(res)
     assert {n: c["status"] for n, c in checks.items()} == {
-        "config": "ok", "data_dir": "ok", "disk": checks["disk"]["status"], "database": "ok",
-        "gallery": "ok", "weights": "ok", "models": "ok", "RAPIDAPI_KEY": "ok",
-        "OPENAI_API_KEY": "ok"}
+        "config": "ok",
+        "data_dir": "ok",
+        "disk": checks["disk"]["status"],
+        "database": "ok",
+        "gallery": "ok",
+        "weights": "ok",
+        "models": "ok",
+        "RAPIDAPI_KEY": "ok",
+        "OPENAI_API_KEY": "ok",
+    }
     assert "loaded" in checks["models"]["detail"] and "GiB free" in checks["disk"]["detail"]
     assert checks["disk"]["status"] in ("ok", "warn")
     text = doctor(cfg)
@@ -66,19 +81,25 @@ async def _make_db(path: Path) -> None:
 
 
 def test_failures_exit_non_zero_with_fixes_and_never_hang(tmp_path, weights_home):
-    cfg = write_config(tmp_path, weights_home, search='provider = "rapidapi"',
-                       llm='base_url = "https://api.openai.com/v1"',
-                       analysis=f'model = "ArcFace"\ndeepface_home = "{tmp_path / "empty"}"')
+    cfg = write_config(
+        tmp_path,
+        weights_home,
+        search='provider = "rapidapi"',
+        llm='base_url = "https://api.openai.com/v1"',
+        analysis=f'model = "ArcFace"\ndeepface_home = "{tmp_path / "empty"}"',
+    )
     t = time.monotonic()
     res = doctor(cfg, "--json")
     assert time.monotonic() - t < 30
     assert res.exit_code == 1
     checks = by_name(res)
-    assert checks["database"]["status"] == "warn"            # not created yet: not a failure
-    assert checks["weights"]["status"] == "fail" and "arcface_weights.onnx" in checks["weights"]["fix"]
+    assert checks["database"]["status"] == "warn"  # not created yet: not a failure
+    assert (
+        checks["weights"]["status"] == "fail" and "arcface_weights.onnx" in checks["weights"]["fix"]
+    )
     assert checks["models"]["status"] == "skip"
-    assert checks["RAPIDAPI_KEY"]["status"] == "fail"           # the daemon needs it
-    assert checks["OPENAI_API_KEY"]["status"] == "warn"         # only add-country needs it
+    assert checks["RAPIDAPI_KEY"]["status"] == "fail"  # the daemon needs it
+    assert checks["OPENAI_API_KEY"]["status"] == "warn"  # only add-country needs it
     for key in ("RAPIDAPI_KEY", "OPENAI_API_KEY"):
         assert "export " + key in checks[key]["fix"]
     text = doctor(cfg).output
@@ -89,7 +110,7 @@ def test_failures_exit_non_zero_with_fixes_and_never_hang(tmp_path, weights_home
     for args in ((), ("--json",)):
         res = doctor(cfg, *args, env=env)
         assert SECRET_R not in res.output and SECRET_O not in res.output
-        assert res.exit_code == 1                             # the weights still fail
+        assert res.exit_code == 1  # the weights still fail
     assert by_name(doctor(cfg, "--json", env=env))["RAPIDAPI_KEY"]["status"] == "ok"
 
 
@@ -98,7 +119,9 @@ def test_bad_config_and_corrupt_database(tmp_path, weights_home):
     res = doctor(cfg, "--json")
     assert res.exit_code == 1
     checks = by_name(res)
-    assert checks["config"]["status"] == "fail" and "colour: unknown key" in checks["config"]["detail"]
+    assert (
+        checks["config"]["status"] == "fail" and "colour: unknown key" in checks["config"]["detail"]
+    )
     assert checks["database"]["status"] == "skip"
 
     cfg = write_config(tmp_path, weights_home)
@@ -119,4 +142,4 @@ def test_dlib_weights_not_linked_yet_is_a_warning(tmp_path, weights_home):
     assert checks["weights"]["status"] == "warn" and "setup-weights" in checks["weights"]["fix"]
     assert checks["models"]["status"] == "skip"
     assert res.exit_code == 0
-    assert not (tmp_path / "fresh").exists()                # doctor changes nothing
+    assert not (tmp_path / "fresh").exists()  # doctor changes nothing

@@ -1,4 +1,5 @@
 """Downloader against real local HTTP servers: good photos and misbehaving hosts."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from servers import ImageHost, serve
 
 from facequeue.config import load_config
-from facequeue.download import Downloader, check_image, make_session
-from servers import ImageHost, serve
+from facequeue.stages.download import Downloader, check_image, make_session
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,9 +30,16 @@ def _isolated(tmp_path, monkeypatch):
 
 
 def make_cfg(tmp_path: Path, **download):
-    opts = dict(allow_private_addresses=True, connect_timeout_s=1.0, read_timeout_s=0.5,
-                total_timeout_s=2.0, retries=2, retry_backoff_s=0.01, retry_after_max_s=0.3,
-                max_bytes=2_000_000)
+    opts = dict(
+        allow_private_addresses=True,
+        connect_timeout_s=1.0,
+        read_timeout_s=0.5,
+        total_timeout_s=2.0,
+        retries=2,
+        retry_backoff_s=0.01,
+        retry_after_max_s=0.3,
+        max_bytes=2_000_000,
+    )
     opts.update(download)
     return load_config(None, data_dir=tmp_path / "data", download=opts)
 
@@ -61,7 +69,13 @@ async def test_good_photo_is_stored_content_addressed(host, dl, tmp_path, testda
     body = (testdata_dir / JPEG).read_bytes()
     sha = hashlib.sha256(body).hexdigest()
     assert out.ok and out.reason is None
-    assert (out.sha256, out.format, out.width, out.height, out.size) == (sha, "jpeg", 250, 250, len(body))
+    assert (out.sha256, out.format, out.width, out.height, out.size) == (
+        sha,
+        "jpeg",
+        250,
+        250,
+        len(body),
+    )
     assert out.path == dest / sha[:2] / f"{sha}.jpg"
     assert out.path.read_bytes() == body  # original bytes, not re-encoded
     assert out.final_url == out.url and out.content_type == "image/jpeg"
@@ -85,26 +99,31 @@ async def test_same_bytes_stored_once(host, dl, tmp_path):
     assert b.final_url == host.face_url(JPEG)
     assert not c.ok and c.reason == "x_robots_tag"
     assert stored_files(dest) == [a.path]
-    n1, n2 = await asyncio.gather(dl.fetch(host.url("img/1.jpg"), dest), dl.fetch(host.url("img/2.jpg"), dest))
+    n1, n2 = await asyncio.gather(
+        dl.fetch(host.url("img/1.jpg"), dest), dl.fetch(host.url("img/2.jpg"), dest)
+    )
     assert n1.ok and n2.ok and n1.sha256 != n2.sha256 and len(stored_files(dest)) == 3
 
 
-@pytest.mark.parametrize("path, reason, detail", [
-    ("status/404", "http_404", "404"),
-    ("status/403", "http_403", "403"),
-    ("status/204", "http_error", "204"),
-    ("html-as-image", "not_an_image", "HTML"),
-    ("text", "not_an_image", "unrecognised"),
-    ("truncated.jpg", "unreadable", "truncated"),
-    ("bomb.png", "too_many_pixels", ""),
-    ("tiny.png", "too_small", "20x20"),
-    ("huge", "too_large", "Content-Length"),
-    ("huge-chunked", "too_large", "body over"),
-    ("loop/a", "too_many_redirects", "loop"),
-    ("chain/9", "too_many_redirects", "more than 5"),
-    ("noai", "x_robots_tag", "noai"),
-    (f"private/{JPEG}", "robots_txt", "robots.txt"),
-])
+@pytest.mark.parametrize(
+    "path, reason, detail",
+    [
+        ("status/404", "http_404", "404"),
+        ("status/403", "http_403", "403"),
+        ("status/204", "http_error", "204"),
+        ("html-as-image", "not_an_image", "HTML"),
+        ("text", "not_an_image", "unrecognised"),
+        ("truncated.jpg", "unreadable", "truncated"),
+        ("bomb.png", "too_many_pixels", ""),
+        ("tiny.png", "too_small", "20x20"),
+        ("huge", "too_large", "Content-Length"),
+        ("huge-chunked", "too_large", "body over"),
+        ("loop/a", "too_many_redirects", "loop"),
+        ("chain/9", "too_many_redirects", "more than 5"),
+        ("noai", "x_robots_tag", "noai"),
+        (f"private/{JPEG}", "robots_txt", "robots.txt"),
+    ],
+)
 async def test_bad_cases_end_with_a_reason(host, dl, tmp_path, path, reason, detail):
     dest = tmp_path / "raw"
     started = time.monotonic()
@@ -162,13 +181,16 @@ async def test_connection_refused(tmp_path):
     assert out.reason == "connection_error"
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("file:///etc/passwd", "bad_scheme"),
-    ("ftp://example.org/a.jpg", "bad_scheme"),
-    ("javascript:alert(1)", "bad_scheme"),
-    ("http://[::1/a.jpg", "bad_url"),
-    ("http:///nohost.jpg", "bad_url"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("file:///etc/passwd", "bad_scheme"),
+        ("ftp://example.org/a.jpg", "bad_scheme"),
+        ("javascript:alert(1)", "bad_scheme"),
+        ("http://[::1/a.jpg", "bad_url"),
+        ("http:///nohost.jpg", "bad_url"),
+    ],
+)
 async def test_bad_urls(dl, tmp_path, url, reason):
     out = await dl.fetch(url, tmp_path / "raw")
     assert out.reason == reason, out
@@ -178,9 +200,14 @@ async def test_private_addresses_refused_by_default(host, tmp_path):
     port = host.base_url.rsplit(":", 1)[1]
     cfg = make_cfg(tmp_path, allow_private_addresses=False)
     async with Downloader(cfg) as dl:  # owns a make_session() session: guarded resolver
-        for url in (host.face_url(JPEG), f"http://localhost:{port}/faces/{JPEG}",
-                    f"http://[::ffff:127.0.0.1]:{port}/x", "http://10.1.2.3/x.jpg",
-                    "http://169.254.169.254/latest/meta-data/", "http://224.0.0.1/x"):
+        for url in (
+            host.face_url(JPEG),
+            f"http://localhost:{port}/faces/{JPEG}",
+            f"http://[::ffff:127.0.0.1]:{port}/x",
+            "http://10.1.2.3/x.jpg",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://224.0.0.1/x",
+        ):
             out = await dl.fetch(url, tmp_path / "raw")
             assert out.reason == "private_address", (url, out)
     assert sum(host.hits.values()) == 0
@@ -196,10 +223,14 @@ async def test_redirect_to_loopback_refused(testdata_dir, tmp_path):
         pytest.skip("cannot bind 127.0.0.2")
     try:
         async with serve(inside.app) as inside_url:
-            cfg = make_cfg(tmp_path, allow_private_addresses=False, allowed_networks=["127.0.0.2/32"])
+            cfg = make_cfg(
+                tmp_path, allow_private_addresses=False, allowed_networks=["127.0.0.2/32"]
+            )
             async with Downloader(cfg, make_session(cfg)) as dl:
                 ok = await dl.fetch(outside.url("img/7.jpg"), tmp_path / "raw")
-                bad = await dl.fetch(outside.url(f"redirect?to={inside_url}/faces/{JPEG}"), tmp_path / "raw")
+                bad = await dl.fetch(
+                    outside.url(f"redirect?to={inside_url}/faces/{JPEG}"), tmp_path / "raw"
+                )
                 await dl.session.close()
     finally:
         await ctx.__aexit__(None, None, None)
@@ -216,7 +247,9 @@ async def test_switches_turn_opt_out_checks_off(host, tmp_path):
     assert host.hits["/robots.txt"] == 0
 
 
-async def test_robots_txt_cached_per_host_and_missing_means_allowed(host, dl, testdata_dir, tmp_path):
+async def test_robots_txt_cached_per_host_and_missing_means_allowed(
+    host, dl, testdata_dir, tmp_path
+):
     for i in range(5):
         assert (await dl.fetch(host.url(f"img/{i}.jpg"), tmp_path / "raw")).ok
     assert host.hits["/robots.txt"] == 1
@@ -243,8 +276,9 @@ async def test_per_host_and_global_limits(testdata_dir, tmp_path):
         for h, u in zip(hosts, (u0, u1, u2)):
             h.base_url = u
         async with Downloader(cfg) as dl:
-            outs = await asyncio.gather(*(dl.fetch(hosts[i % 3].url(f"img/{i}.jpg"), tmp_path / "raw")
-                                          for i in range(30)))
+            outs = await asyncio.gather(
+                *(dl.fetch(hosts[i % 3].url(f"img/{i}.jpg"), tmp_path / "raw") for i in range(30))
+            )
             assert not dl._hosts  # per-host slots are dropped when idle
     assert all(o.ok for o in outs) and len({o.sha256 for o in outs}) == 30
     assert all(h.max_in_flight <= 2 for h in hosts)

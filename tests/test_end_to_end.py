@@ -1,6 +1,7 @@
 """The installed daemon end to end: local search + image servers serving the corpus,
 `facequeue run --once` as a real subprocess with real DeepFace models, then status, the
 sqlite3 views, sidecars, recognize, report and forget as a user would run them."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,9 +26,16 @@ HELD_BACK = 6  # photo n of each promoted person is never served: recognize must
 
 async def cli(cfg: Path, *args: str, timeout: float = 600) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "facequeue", "--config", str(cfg), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "FACEQUEUE_LOG_LEVEL": "info"})
+        sys.executable,
+        "-m",
+        "facequeue",
+        "--config",
+        str(cfg),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "FACEQUEUE_LOG_LEVEL": "info"},
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode, out.decode(), err.decode()
 
@@ -42,13 +50,20 @@ async def test_daemon_end_to_end(tmp_path, testdata_dir):
         img = svc.images
         for name, (country, occupation, _) in PEOPLE.items():
             own = [p for p in photos(testdata_dir, name) if not p.endswith(f"/{HELD_BACK}.jpg")]
-            svc.mediawiki.results[f"{name} {occupation}"] = (
-                [img.face_url(p) for p in own]
-                + [img.face_url("people/Tony_Blair/1.jpg"), img.face_url("multi/" + next(
-                    p.name for p in sorted((testdata_dir / "multi").iterdir()))),
-                   img.face_url("noface/" + sorted(p.name for p in (testdata_dir / "noface").iterdir())[0]),
-                   img.url("/html-as-image"), img.url("/truncated.jpg"), img.url("/status/404"),
-                   img.url("/noai"), img.url("/bomb.png")])
+            svc.mediawiki.results[f"{name} {occupation}"] = [img.face_url(p) for p in own] + [
+                img.face_url("people/Tony_Blair/1.jpg"),
+                img.face_url(
+                    "multi/" + next(p.name for p in sorted((testdata_dir / "multi").iterdir()))
+                ),
+                img.face_url(
+                    "noface/" + sorted(p.name for p in (testdata_dir / "noface").iterdir())[0]
+                ),
+                img.url("/html-as-image"),
+                img.url("/truncated.jpg"),
+                img.url("/status/404"),
+                img.url("/noai"),
+                img.url("/bomb.png"),
+            ]
         cfg = tmp_path / "facequeue.toml"
         cfg.write_text(f"""
 data_dir = "data"
@@ -64,8 +79,9 @@ retry_backoff_s = 0.05
 min_images = 3
 """)
         for name, (country, occupation, _) in PEOPLE.items():
-            code, out, err = await cli(cfg, "add-person", name, "--country", country,
-                                       "--occupation", occupation)
+            code, out, err = await cli(
+                cfg, "add-person", name, "--country", country, "--occupation", occupation
+            )
             assert code == 0, err
         code, out, err = await cli(cfg, "run", "--once")
         assert code == 0, err[-3000:]
@@ -74,7 +90,9 @@ min_images = 3
 
     db = sqlite3.connect(tmp_path / "data" / "facequeue.db")
     db.row_factory = sqlite3.Row
-    states = {r["name"]: (r["state"], r["state_reason"]) for r in db.execute("SELECT * FROM people")}
+    states = {
+        r["name"]: (r["state"], r["state_reason"]) for r in db.execute("SELECT * FROM people")
+    }
     assert states["Colin Powell"][0] == "promoted", states
     assert states["Laura Bush"][0] == "promoted", states
     assert states["Kit Harington"][0] in ("insufficient", "no_consensus"), states
@@ -117,7 +135,11 @@ min_images = 3
         async with Browser(tmp_path / "chromium-profile") as browser:
             for page in sorted((tmp_path / "report").rglob("*.html")):
                 res = await browser.check(page.as_uri())
-                assert not res["errors"] and not res["broken"], (page.name, res["errors"], res["broken"])
+                assert not res["errors"] and not res["broken"], (
+                    page.name,
+                    res["errors"],
+                    res["broken"],
+                )
                 assert res["images"] or page.name == "index.html" or "Kit" in res["text"]
 
     code, out, err = await cli(cfg, "forget", "Laura_Bush", "--yes")
@@ -126,5 +148,10 @@ min_images = 3
     pages = "".join(p.read_text() for p in (tmp_path / "report").rglob("*.html"))
     assert "Laura Bush" not in pages
     assert not [p for p in (tmp_path / "data").rglob("*") if "Laura_Bush" in p.name]
-    assert db.execute("SELECT COUNT(*) FROM images i JOIN people p ON p.id = i.person_id "
-                      "WHERE p.name = 'Laura Bush'").fetchone()[0] == 0
+    assert (
+        db.execute(
+            "SELECT COUNT(*) FROM images i JOIN people p ON p.id = i.person_id "
+            "WHERE p.name = 'Laura Bush'"
+        ).fetchone()[0]
+        == 0
+    )

@@ -2,6 +2,7 @@
 
 People and accepted images are inserted straight into a tmp database, with crops cut from the
 corpus into tmp_path and embeddings computed once per session by analyze.py (in-process)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,15 +14,29 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facequeue import gallery, layout
-from facequeue.analyze import AnalysisSettings, analyze_image, write_crop
+from facequeue import layout
 from facequeue.config import Config
-from facequeue.recognize import (GalleryIndex, Identity, brute_force_search, embed_faces,
-                                 name_faces, pairwise)
+from facequeue.stages import gallery
 from facequeue.store import NewPerson, Store
+from facequeue.vision.analyze import AnalysisSettings, analyze_image, write_crop
+from facequeue.vision.recognize import (
+    GalleryIndex,
+    Identity,
+    brute_force_search,
+    embed_faces,
+    name_faces,
+    pairwise,
+)
 
-PEOPLE = ["Colin_Powell", "George_W_Bush", "Laura_Bush", "Kofi_Annan", "Tony_Blair",
-          "Condoleezza_Rice", "Barack_Obama"]
+PEOPLE = [
+    "Colin_Powell",
+    "George_W_Bush",
+    "Laura_Bush",
+    "Kofi_Annan",
+    "Tony_Blair",
+    "Condoleezza_Rice",
+    "Barack_Obama",
+]
 
 
 @pytest.fixture(scope="session")
@@ -46,12 +61,21 @@ def analyzed(testdata_dir, settings) -> dict[str, list[tuple[Path, object]]]:
 
 
 def make_cfg(tmp_path: Path, weights_home: Path, **gallery_cfg) -> Config:
-    return Config(data_dir=tmp_path / "data", analysis={"deepface_home": str(weights_home)},
-                  gallery=gallery_cfg or {})
+    return Config(
+        data_dir=tmp_path / "data",
+        analysis={"deepface_home": str(weights_home)},
+        gallery=gallery_cfg or {},
+    )
 
 
-async def add_person(cfg: Config, store: Store, name: str, items, country: str = "Côte d'Ivoire",
-                     slug: str | None = None) -> dict:
+async def add_person(
+    cfg: Config,
+    store: Store,
+    name: str,
+    items,
+    country: str = "Côte d'Ivoire",
+    slug: str | None = None,
+) -> dict:
     """A curated person: one accepted image row per (photo, analysis), with a real crop."""
     slug = slug or name.replace(" ", "_")
     res = await store.add_people([NewPerson(name=name, slug=slug, country=country)])
@@ -63,15 +87,26 @@ async def add_person(cfg: Config, store: Store, name: str, items, country: str =
         await store.conn.execute(
             "INSERT INTO images (person_id, provider, rank, url, state, embedding, crop_path, "
             "is_reference, distance, raw_path) VALUES (?, 'folder', ?, ?, 'accepted', ?, ?, ?, ?, NULL)",
-            (person["id"], rank, f"file://{photo}#{rank}", fa.embedding,
-             layout.relative(cfg, crop), int(rank < 3), 0.1 * rank))
+            (
+                person["id"],
+                rank,
+                f"file://{photo}#{rank}",
+                fa.embedding,
+                layout.relative(cfg, crop),
+                int(rank < 3),
+                0.1 * rank,
+            ),
+        )
     return person
 
 
 def gallery_rows(db: Path, person_id: int) -> list[tuple]:
     with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT id, image_id, path, sha256 FROM gallery_images "
-                            "WHERE person_id = ? ORDER BY image_id", (person_id,)).fetchall()
+        return conn.execute(
+            "SELECT id, image_id, path, sha256 FROM gallery_images "
+            "WHERE person_id = ? ORDER BY image_id",
+            (person_id,),
+        ).fetchall()
 
 
 def summary(db: Path) -> dict[str, dict]:
@@ -91,7 +126,9 @@ async def test_promote_is_idempotent_and_crash_safe(tmp_path, weights_home, anal
         files = sorted(p.name for p in folder.iterdir())
         rows = gallery_rows(cfg.db_path, colin["id"])
         assert len(files) == len(rows) == 6
-        assert all(f.startswith("Colin_Powell_") and f.endswith(".jpg") and f.isascii() for f in files)
+        assert all(
+            f.startswith("Colin_Powell_") and f.endswith(".jpg") and f.isascii() for f in files
+        )
         assert {Path(r[2]).name for r in rows} == set(files)
         stats = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
@@ -120,10 +157,14 @@ async def test_insufficient_and_duplicate_bytes(tmp_path, weights_home, analyzed
     try:
         obama = await add_person(cfg, store, "Barack Obama", analyzed["Barack_Obama"], "USA")
         assert await gallery.promote_person(cfg, store, obama) == (
-            "insufficient", "4 accepted faces, need more than 5")
+            "insufficient",
+            "4 accepted faces, need more than 5",
+        )
         five = await add_person(cfg, store, "Tony Blair", analyzed["Tony_Blair"][:5], "UK")
         assert await gallery.promote_person(cfg, store, five) == (
-            "insufficient", "5 accepted faces, need more than 5")
+            "insufficient",
+            "5 accepted faces, need more than 5",
+        )
         assert not cfg.gallery_dir.exists() or not any(cfg.gallery_dir.iterdir())
 
         # 6 accepted rows but two crops are the same bytes: one file, so 5 distinct -> insufficient
@@ -135,8 +176,9 @@ async def test_insufficient_and_duplicate_bytes(tmp_path, weights_home, analyzed
         assert state == "insufficient" and reason.startswith("5 distinct accepted faces")
 
         # with the sixth distinct image: promoted, and the duplicate still enters once
-        extra = await add_person(cfg, store, "Condoleezza Rice", analyzed["Condoleezza_Rice"] + items[-1:],
-                                 "USA2")
+        extra = await add_person(
+            cfg, store, "Condoleezza Rice", analyzed["Condoleezza_Rice"] + items[-1:], "USA2"
+        )
         assert (await gallery.promote_person(cfg, store, extra))[0] == "promoted"
         rows = gallery_rows(cfg.db_path, extra["id"])
         assert len(rows) == 6 and len({r[3] for r in rows}) == 6
@@ -144,8 +186,9 @@ async def test_insufficient_and_duplicate_bytes(tmp_path, weights_home, analyzed
         await store.close()
 
 
-async def test_self_test_recognition_and_forget(tmp_path, weights_home, analyzed, testdata_dir,
-                                                settings):
+async def test_self_test_recognition_and_forget(
+    tmp_path, weights_home, analyzed, testdata_dir, settings
+):
     cfg = make_cfg(tmp_path, weights_home)
     store = await Store.open(cfg.db_path)
     try:
@@ -167,8 +210,9 @@ async def test_self_test_recognition_and_forget(tmp_path, weights_home, analyzed
         assert "Colin Powell" in row["flag_reason"] and "mislabelled" in row["flag_reason"]
 
         # duplicated identity: the same person queued twice under another spelling
-        dup = await add_person(cfg, store, "G. W. Bush", analyzed["George_W_Bush"], "USA",
-                               slug="G_W_Bush")
+        dup = await add_person(
+            cfg, store, "G. W. Bush", analyzed["George_W_Bush"], "USA", slug="G_W_Bush"
+        )
         assert (await gallery.promote_person(cfg, store, dup))[0] == "promoted"
         s = summary(cfg.db_path)
         assert s["G. W. Bush"]["flagged"] and "duplicate" in s["G. W. Bush"]["flag_reason"]
@@ -213,8 +257,11 @@ def test_recognize_cli_json(tmp_path, weights_home, analyzed, testdata_dir):
     from facequeue.cli import main
 
     photo = testdata_dir / "multi" / "lfw_Kofi_Annan_0010.jpg"
-    res = CliRunner().invoke(main, ["--config", str(toml), "recognize", str(photo), "--json",
-                                    "--top", "2"], catch_exceptions=False)
+    res = CliRunner().invoke(
+        main,
+        ["--config", str(toml), "recognize", str(photo), "--json", "--top", "2"],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["status"] == "ok" and len(out["faces"]) >= 2
@@ -223,8 +270,9 @@ def test_recognize_cli_json(tmp_path, weights_home, analyzed, testdata_dir):
     assert all(len(f["matches"]) <= 2 for f in out["faces"])
     assert any(f["name"] == "unknown" for f in out["faces"][1:])
 
-    res = CliRunner().invoke(main, ["--config", str(toml), "recognize", str(photo)],
-                             catch_exceptions=False)
+    res = CliRunner().invoke(
+        main, ["--config", str(toml), "recognize", str(photo)], catch_exceptions=False
+    )
     assert res.exit_code == 0 and "Kofi Annan" in res.output
 
     res = CliRunner().invoke(main, ["--config", str(toml), "gallery"], catch_exceptions=False)
@@ -237,8 +285,9 @@ def test_index_agrees_with_brute_force(metric):
     pids = rng.integers(1, 60, size=500)
     emb = rng.normal(size=(500, 128)).astype(np.float32)
     idents = {int(p): Identity(int(p), f"p{p}", "X") for p in set(pids.tolist())}
-    index = GalleryIndex(pids, emb, [f"{i}.jpg" for i in range(500)], idents, metric,
-                         model="Dlib", threshold=0.6)
+    index = GalleryIndex(
+        pids, emb, [f"{i}.jpg" for i in range(500)], idents, metric, model="Dlib", threshold=0.6
+    )
     pairs = list(zip(pids.tolist(), emb))
     for q in rng.normal(size=(5, 128)).astype(np.float32):
         fast = [(m.person_id, m.distance) for m in index.search(q, top=5)]

@@ -3,6 +3,7 @@ every page renders, every <img> loads (naturalWidth > 0), no console errors; a f
 person disappears from the rebuilt report.
 
 Needs Debian's `chromium` (/usr/bin/chromium, or $CHROMIUM)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,13 +18,16 @@ import aiohttp
 import numpy as np
 import pytest
 
-from facequeue import gallery, layout, report
+from facequeue import layout
 from facequeue.config import Config
+from facequeue.ops import report
+from facequeue.stages import gallery
 from facequeue.store import NewPerson, Store
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"
+)
 
 
 class Browser:
@@ -32,13 +36,24 @@ class Browser:
     def __init__(self, profile: Path) -> None:
         self.profile = profile
 
-    async def __aenter__(self) -> "Browser":
+    async def __aenter__(self) -> Browser:
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--no-first-run",
-             "--disable-dev-shm-usage", f"--user-data-dir={self.profile}",
-             "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={self.profile}",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = self.profile / "DevToolsActivePort"
         for _ in range(200):
             if port_file.is_file() and port_file.read_text().count("\n") >= 1:
@@ -90,20 +105,24 @@ class Browser:
         self.events.clear()
         await self.call("Page.navigate", url=url)
         await self.wait_event("Page.loadEventFired")
-        res = await self.call("Runtime.evaluate", returnByValue=True, awaitPromise=True,
-                              expression="""(async () => {
+        res = await self.call(
+            "Runtime.evaluate",
+            returnByValue=True,
+            awaitPromise=True,
+            expression="""(async () => {
               const imgs = [...document.images];
               await Promise.all(imgs.map(i => i.decode().catch(() => null)));
               return {title: document.title, text: document.body.innerText,
                       links: [...document.links].map(a => a.getAttribute('href')),
                       images: imgs.map(i => ({src: i.getAttribute('src'), w: i.naturalWidth,
                                               complete: i.complete}))};
-            })()""")
-        await asyncio.sleep(0.1)     # let late console/log events arrive
+            })()""",
+        )
+        await asyncio.sleep(0.1)  # let late console/log events arrive
         while True:
             try:
                 msg = await self.ws.receive(timeout=0.05)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             self.events.append(json.loads(msg.data))
         errors = []
@@ -131,10 +150,15 @@ async def build_db(cfg: Config, corpus: Path) -> dict[str, dict]:
     store = await Store.open(cfg.db_path)
     people = {}
     try:
-        res = await store.add_people([
-            NewPerson(name="Тони Блэр", slug="Toni_Bler", country="Србија", occupation="politician"),
-            NewPerson(name="Colin Powell", slug="Colin_Powell", country="USA"),
-            NewPerson(name="Queued <Person>", slug="Queued_Person", country="USA")])
+        res = await store.add_people(
+            [
+                NewPerson(
+                    name="Тони Блэр", slug="Toni_Bler", country="Србија", occupation="politician"
+                ),
+                NewPerson(name="Colin Powell", slug="Colin_Powell", country="USA"),
+                NewPerson(name="Queued <Person>", slug="Queued_Person", country="USA"),
+            ]
+        )
         for key, pid in zip(("tony", "colin", "queued"), res.added):
             people[key] = await store.get_person(pid)
         conn = store.conn
@@ -142,11 +166,19 @@ async def build_db(cfg: Config, corpus: Path) -> dict[str, dict]:
         raw_dir.mkdir(parents=True)
 
         async def image(person, rank, url, state, **cols):
-            cols = {"person_id": person["id"], "provider": "rapidapi", "rank": rank, "url": url,
-                    "state": state, **cols}
+            cols = {
+                "person_id": person["id"],
+                "provider": "rapidapi",
+                "rank": rank,
+                "url": url,
+                "state": state,
+                **cols,
+            }
             names = ", ".join(cols)
             marks = ", ".join("?" for _ in cols)
-            await conn.execute(f"INSERT INTO images ({names}) VALUES ({marks})", list(cols.values()))
+            await conn.execute(
+                f"INSERT INTO images ({names}) VALUES ({marks})", list(cols.values())
+            )
 
         center = np.random.default_rng(0).normal(size=128)
         for key, who, count in (("tony", "Tony_Blair", 6), ("colin", "Colin_Powell", 3)):
@@ -156,38 +188,75 @@ async def build_db(cfg: Config, corpus: Path) -> dict[str, dict]:
             for n, src in enumerate(sorted((corpus / "people" / who).iterdir())[:count]):
                 crop = dest / f"{person['slug']}_{n}.jpg"
                 shutil.copyfile(src, crop)
-                await image(person, n, f"https://img{n}.example.org/{who}/{n}.jpg", "accepted",
-                            crop_path=layout.relative(cfg, crop), is_reference=int(n < 3),
-                            distance=0.05 * n,
-                            embedding=synthetic_embedding(n, center if key == "tony" else -center))
+                await image(
+                    person,
+                    n,
+                    f"https://img{n}.example.org/{who}/{n}.jpg",
+                    "accepted",
+                    crop_path=layout.relative(cfg, crop),
+                    is_reference=int(n < 3),
+                    distance=0.05 * n,
+                    embedding=synthetic_embedding(n, center if key == "tony" else -center),
+                )
         tony = people["tony"]
         # rejected: original kept (RGBA PNG under a non-ASCII name), deleted, corrupt
         kept = raw_dir / "слика.png"
         shutil.copyfile(corpus / "people" / "Alex_Lacamoire" / "3.png", kept)
-        await image(tony, 10, "https://example.org/wrong-person.png", "rejected",
-                    reason="not_same_person", detail="median distance 0.71 > 0.6",
-                    distance=0.71, raw_path=layout.relative(cfg, kept))
-        await image(tony, 11, "https://example.org/gone.jpg?a=1&b=<2>", "rejected",
-                    reason="not_same_person", detail="original deleted", raw_path=None)
+        await image(
+            tony,
+            10,
+            "https://example.org/wrong-person.png",
+            "rejected",
+            reason="not_same_person",
+            detail="median distance 0.71 > 0.6",
+            distance=0.71,
+            raw_path=layout.relative(cfg, kept),
+        )
+        await image(
+            tony,
+            11,
+            "https://example.org/gone.jpg?a=1&b=<2>",
+            "rejected",
+            reason="not_same_person",
+            detail="original deleted",
+            raw_path=None,
+        )
         corrupt = raw_dir / "truncated.jpg"
         corrupt.write_bytes((corpus / "noface" / "dlib_dogs.jpg").read_bytes()[:300])
-        await image(tony, 12, "https://example.org/truncated.jpg", "rejected",
-                    reason="unreadable", detail="image file is truncated",
-                    raw_path=layout.relative(cfg, corrupt))
+        await image(
+            tony,
+            12,
+            "https://example.org/truncated.jpg",
+            "rejected",
+            reason="unreadable",
+            detail="image file is truncated",
+            raw_path=layout.relative(cfg, corrupt),
+        )
         noface = raw_dir / "cat.png"
         shutil.copyfile(corpus / "noface" / "skimage_chelsea.png", noface)
-        await image(tony, 13, "javascript:alert(1)", "rejected", reason="no_face",
-                    detail="no face detected", raw_path=layout.relative(cfg, noface))
+        await image(
+            tony,
+            13,
+            "javascript:alert(1)",
+            "rejected",
+            reason="no_face",
+            detail="no face detected",
+            raw_path=layout.relative(cfg, noface),
+        )
         await image(people["queued"], 0, "https://example.org/q.jpg", "pending")
 
         state, _ = await gallery.promote_person(cfg, store, tony)
         assert state == "promoted"
         state, reason = await gallery.promote_person(cfg, store, people["colin"])
         assert state == "insufficient"
-        await conn.execute("UPDATE people SET state = 'promoted', stage = 'done' WHERE id = ?",
-                           (tony["id"],))
-        await conn.execute("UPDATE people SET state = 'insufficient', stage = 'done', "
-                           "state_reason = ? WHERE id = ?", (reason, people["colin"]["id"]))
+        await conn.execute(
+            "UPDATE people SET state = 'promoted', stage = 'done' WHERE id = ?", (tony["id"],)
+        )
+        await conn.execute(
+            "UPDATE people SET state = 'insufficient', stage = 'done', "
+            "state_reason = ? WHERE id = ?",
+            (reason, people["colin"]["id"]),
+        )
     finally:
         await store.close()
     return people
@@ -205,7 +274,7 @@ async def test_report_renders_in_chromium_and_forgets(tmp_path, testdata_dir):
     pages = sorted((out / "people").glob("*.html"))
     assert index == out / "index.html" and len(pages) == 3
     thumbs = list((out / "thumbs").iterdir())
-    assert thumbs and all(t.stat().st_size < 30_000 for t in thumbs)   # small, self-contained
+    assert thumbs and all(t.stat().st_size < 30_000 for t in thumbs)  # small, self-contained
     raw_total = sum(p.stat().st_size for p in (cfg.data_dir / "raw").iterdir())
     assert sum(t.stat().st_size for t in thumbs) < raw_total
 
@@ -221,7 +290,7 @@ async def test_report_renders_in_chromium_and_forgets(tmp_path, testdata_dir):
         assert "Тони Блэр" in res["text"] and "Queued <Person>" in res["text"]
         assert "6 accepted faces" not in res["text"]
         assert "3 accepted faces, need more than 5" in res["text"]
-        assert len(res["images"]) >= 2                       # covers of tony and colin
+        assert len(res["images"]) >= 2  # covers of tony and colin
 
         tony_page = next(p for p in pages if p.name.startswith(f"{people['tony']['id']}_"))
         res = await browser.check(tony_page.as_uri())
@@ -247,7 +316,7 @@ async def test_report_renders_in_chromium_and_forgets(tmp_path, testdata_dir):
             await store.close()
         assert not (cfg.gallery_dir / layout.person_folder(people["tony"])).exists()
         assert len(list((out / "people").glob("*.html"))) == 2
-        assert len(list((out / "thumbs").iterdir())) == 3   # colin's crops only
+        assert len(list((out / "thumbs").iterdir())) == 3  # colin's crops only
         res = await browser.check(index.as_uri())
         assert res["errors"] == [] and res["broken"] == []
         assert "Тони Блэр" not in res["text"] and "Colin Powell" in res["text"]

@@ -1,19 +1,29 @@
 """Search providers against local servers speaking the RapidAPI and MediaWiki wire formats."""
+
 from __future__ import annotations
 
 import aiohttp
 import pytest
+from servers import FakeRapidApi, fake_services
 
 from facequeue.config import load_config
-from facequeue.download import Downloader, make_session
 from facequeue.errors import ConfigError, PermanentStageError, ProviderError
-from facequeue.search import (FolderProvider, PersonQuery, RapidApiProvider, SearchResult,
-                              WikimediaProvider, make_provider, query_text)
-from servers import FakeRapidApi, fake_services
+from facequeue.stages.download import Downloader, make_session
+from facequeue.stages.search import (
+    FolderProvider,
+    PersonQuery,
+    RapidApiProvider,
+    SearchResult,
+    WikimediaProvider,
+    make_provider,
+    query_text,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
-SHARON = PersonQuery(name="Ariel Sharon", slug="ariel-sharon", country="Israel", occupation="politician")
+SHARON = PersonQuery(
+    name="Ariel Sharon", slug="ariel-sharon", country="Israel", occupation="politician"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +34,10 @@ def _isolated(tmp_path, monkeypatch):
 
 
 def make_cfg(tmp_path, svc=None, **sections):
-    opts: dict = {"search": {"retries": 2, "retry_backoff_s": 0.01},
-                  "download": {"allow_private_addresses": True, "retry_backoff_s": 0.01}}
+    opts: dict = {
+        "search": {"retries": 2, "retry_backoff_s": 0.01},
+        "download": {"allow_private_addresses": True, "retry_backoff_s": 0.01},
+    }
     if svc is not None:
         opts["rapidapi"] = {"base_url": svc.rapidapi_url}
         opts["wikimedia"] = {"api_url": svc.wikimedia_url}
@@ -66,19 +78,37 @@ async def test_rapidapi_wire_format(svc, session, tmp_path):
     assert all(isinstance(r, SearchResult) and r.provider == "rapidapi" for r in results)
     first = results[0]
     assert first.url == svc.images.face_url("people/Ariel_Sharon/1.jpg")  # full size, not thumbnail
-    assert first.thumbnail_url.endswith("?thumb=1") and first.page_url == "https://example.org/page/1"
+    assert (
+        first.thumbnail_url.endswith("?thumb=1") and first.page_url == "https://example.org/page/1"
+    )
     assert (first.title, first.width, first.height) == ("result 1", 1024, 768)
     sent = svc.rapidapi.requests[-1]
-    assert sent == {"query": "Ariel Sharon politician", "limit": "100", "size": "1024x768_and_more",
-                    "type": "face", "region": "us"}
+    assert sent == {
+        "query": "Ariel Sharon politician",
+        "limit": "100",
+        "size": "1024x768_and_more",
+        "type": "face",
+        "region": "us",
+    }
     assert svc.rapidapi.user_agents[-1] == cfg.user_agent
 
 
 async def test_rapidapi_tolerant_parsing_and_cap(svc, session, tmp_path):
-    svc.rapidapi.results["Many"] = [{"url": f"http://h/{i}.jpg", "width": "n/a"} for i in range(90)] + [
-        {"thumbnail_url": "http://h/thumb-only.jpg"}, {"title": "no url"}, "junk", {"url": "http://h/0.jpg"}]
-    svc.rapidapi.results["Few"] = [{"thumbnail_url": "http://h/t.jpg"}, {"title": "x"}, 7,
-                                   {"url": "http://h/a.jpg"}, {"url": "http://h/a.jpg"}]
+    svc.rapidapi.results["Many"] = [
+        {"url": f"http://h/{i}.jpg", "width": "n/a"} for i in range(90)
+    ] + [
+        {"thumbnail_url": "http://h/thumb-only.jpg"},
+        {"title": "no url"},
+        "junk",
+        {"url": "http://h/0.jpg"},
+    ]
+    svc.rapidapi.results["Few"] = [
+        {"thumbnail_url": "http://h/t.jpg"},
+        {"title": "x"},
+        7,
+        {"url": "http://h/a.jpg"},
+        {"url": "http://h/a.jpg"},
+    ]
     cfg = make_cfg(tmp_path, svc, search={"max_results": 70})
     provider = RapidApiProvider(cfg, session)
     many = await provider.search(PersonQuery("Many", "many", "US"))
@@ -114,8 +144,9 @@ async def test_rapidapi_failures(svc, session, tmp_path, monkeypatch, capsys):
 
 
 async def test_rapidapi_unreachable(session, tmp_path):
-    cfg = make_cfg(tmp_path, rapidapi={"base_url": "http://127.0.0.1:9", "timeout_s": 2},
-                   search={"retries": 1})
+    cfg = make_cfg(
+        tmp_path, rapidapi={"base_url": "http://127.0.0.1:9", "timeout_s": 2}, search={"retries": 1}
+    )
     with pytest.raises(ProviderError, match="cannot connect.*2 attempts"):
         await RapidApiProvider(cfg, session).search(SHARON)
 
@@ -125,10 +156,17 @@ async def test_wikimedia_default_provider(svc, session, tmp_path):
     provider = make_provider(cfg, session)
     assert isinstance(provider, WikimediaProvider) and provider.name == "wikimedia"
     results = await provider.search(SHARON)
-    assert [r.url for r in results] == [svc.images.face_url(f"people/Ariel_Sharon/{i}.jpg") for i in range(1, 7)]
+    assert [r.url for r in results] == [
+        svc.images.face_url(f"people/Ariel_Sharon/{i}.jpg") for i in range(1, 7)
+    ]
     r = results[0]
     assert (r.provider, r.rank, r.license, r.author, r.mime) == (
-        "wikimedia", 1, "CC BY-SA 4.0", "Photographer & 0", "image/jpeg")
+        "wikimedia",
+        1,
+        "CC BY-SA 4.0",
+        "Photographer & 0",
+        "image/jpeg",
+    )
     assert r.title.startswith("File:") and r.page_url.startswith("https://commons.example/wiki/")
     assert r.thumbnail_url.endswith("?width=1280") and (r.width, r.height) == (250, 250)
     sent = svc.mediawiki.requests[-1]
@@ -146,16 +184,33 @@ async def test_wikimedia_continuation_cap_and_filters(svc, session, tmp_path):
     assert [r.url for r in results] == urls[:70] and results[-1].rank == 70
     assert [q.get("gsroffset") for q in svc.mediawiki.requests] == [None, "50"]
     svc.mediawiki.results["Odd"] = [
-        {"pageid": 1, "title": "File:A.svg", "imageinfo": [{"url": "http://h/a.svg", "mime": "image/svg+xml"}]},
-        {"pageid": 2, "title": "File:B.pdf", "imageinfo": [{"url": "http://h/b.pdf", "mime": "application/pdf"}]},
-        {"pageid": 3, "title": "File:C.jpg", "imageinfo": [{"url": "http://h/c.jpg", "mime": "image/jpeg"}]},
-        {"pageid": 4, "title": "File:D.jpg"}]
+        {
+            "pageid": 1,
+            "title": "File:A.svg",
+            "imageinfo": [{"url": "http://h/a.svg", "mime": "image/svg+xml"}],
+        },
+        {
+            "pageid": 2,
+            "title": "File:B.pdf",
+            "imageinfo": [{"url": "http://h/b.pdf", "mime": "application/pdf"}],
+        },
+        {
+            "pageid": 3,
+            "title": "File:C.jpg",
+            "imageinfo": [{"url": "http://h/c.jpg", "mime": "image/jpeg"}],
+        },
+        {"pageid": 4, "title": "File:D.jpg"},
+    ]
     odd = await WikimediaProvider(cfg, session).search(PersonQuery("Odd", "odd", "US"))
-    assert [(r.rank, r.url, r.license, r.author) for r in odd] == [(1, "http://h/c.jpg", None, None)]
+    assert [(r.rank, r.url, r.license, r.author) for r in odd] == [
+        (1, "http://h/c.jpg", None, None)
+    ]
 
 
 async def test_wikimedia_errors(svc, session, tmp_path):
-    cfg = make_cfg(tmp_path, svc, wikimedia={"api_url": svc.wikimedia_url.replace("api.php", "nope.php")})
+    cfg = make_cfg(
+        tmp_path, svc, wikimedia={"api_url": svc.wikimedia_url.replace("api.php", "nope.php")}
+    )
     with pytest.raises(PermanentStageError, match="HTTP 404"):
         await WikimediaProvider(cfg, session).search(SHARON)
     cfg = make_cfg(tmp_path, svc)
@@ -176,18 +231,26 @@ async def test_folder_provider(tmp_path):
     assert isinstance(provider, FolderProvider)
     results = await provider.search(SHARON)
     assert [(r.rank, r.url, r.provider) for r in results] == [
-        (1, str(root / "ariel-sharon" / "a.png"), "folder"), (2, str(root / "ariel-sharon" / "b.jpg"), "folder")]
+        (1, str(root / "ariel-sharon" / "a.png"), "folder"),
+        (2, str(root / "ariel-sharon" / "b.jpg"), "folder"),
+    ]
     blair = await provider.search(PersonQuery("Tony Blair", "tony-blair-2", "UK"))
     assert [r.url for r in blair] == [str(root / "Tony_Blair" / "1.jpg")]
     assert await provider.search(PersonQuery("../photos", "..", "UK")) == []
     assert await provider.search(PersonQuery("Nobody", "nobody", "UK")) == []
-    cfg = make_cfg(tmp_path, search={"provider": "folder"}, folder={"root": str(tmp_path / "missing")})
+    cfg = make_cfg(
+        tmp_path, search={"provider": "folder"}, folder={"root": str(tmp_path / "missing")}
+    )
     assert await make_provider(cfg, None).search(SHARON) == []
 
 
 async def test_folder_provider_then_ingest(testdata_dir, tmp_path):
-    cfg = make_cfg(tmp_path, search={"provider": "folder"}, folder={"root": str(testdata_dir / "people")})
-    results = await make_provider(cfg, None).search(PersonQuery("Eileen Collins", "eileen-collins", "US"))
+    cfg = make_cfg(
+        tmp_path, search={"provider": "folder"}, folder={"root": str(testdata_dir / "people")}
+    )
+    results = await make_provider(cfg, None).search(
+        PersonQuery("Eileen Collins", "eileen-collins", "US")
+    )
     assert len(results) == 1
     async with Downloader(cfg) as dl:
         out = await dl.ingest_file(results[0].url, cfg.raw_dir)
@@ -197,7 +260,9 @@ async def test_folder_provider_then_ingest(testdata_dir, tmp_path):
 async def test_search_then_download_end_to_end(svc, tmp_path):
     cfg = make_cfg(tmp_path, svc)
     async with make_session(cfg) as session:
-        results = await make_provider(cfg, session).search(PersonQuery("Tony Blair", "tony-blair", "UK"))
+        results = await make_provider(cfg, session).search(
+            PersonQuery("Tony Blair", "tony-blair", "UK")
+        )
         dl = Downloader(cfg, session)
         outcomes = [await dl.fetch(r.url, cfg.raw_dir) for r in results]
     assert len(outcomes) == 6 and all(o.ok for o in outcomes)
@@ -207,8 +272,13 @@ async def test_search_then_download_end_to_end(svc, tmp_path):
 async def test_configured_endpoints_are_not_subject_to_the_download_guard(svc, tmp_path):
     """The guard covers downloads only: a search API on a local name still works."""
     local = svc.rapidapi_url.replace("127.0.0.1", "localhost")
-    cfg = make_cfg(tmp_path, svc, search={"provider": "rapidapi"}, rapidapi={"base_url": local},
-                   download={"allow_private_addresses": False})
+    cfg = make_cfg(
+        tmp_path,
+        svc,
+        search={"provider": "rapidapi"},
+        rapidapi={"base_url": local},
+        download={"allow_private_addresses": False},
+    )
     async with make_session(cfg) as session:
         results = await make_provider(cfg, session).search(SHARON)
         async with Downloader(cfg, session) as dl:

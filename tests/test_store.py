@@ -1,4 +1,5 @@
 """Migrations and queue semantics on real SQLite files."""
+
 from __future__ import annotations
 
 import asyncio
@@ -83,8 +84,9 @@ async def test_retry_with_backoff_then_failed_then_retry_command(store):
     for attempt in range(1, 4):
         p = await store.claim("A", 30)
         assert p is not None, f"attempt {attempt} not claimable"
-        state, attempts = await store.fail_attempt(p["id"], "A", "boom", max_attempts=3,
-                                                   delay_s=0.0 if attempt < 2 else 0.3)
+        state, attempts = await store.fail_attempt(
+            p["id"], "A", "boom", max_attempts=3, delay_s=0.0 if attempt < 2 else 0.3
+        )
         assert attempts == attempt
         if attempt == 2:
             assert await store.claim("A", 30) is None  # backing off
@@ -118,9 +120,23 @@ async def test_two_connections_never_claim_the_same_person(tmp_path):
 async def test_rejected_image_needs_a_reason(store):
     await store.add_people([person(1)])
     p = await store.claim("A", 30)
-    await store.insert_images([dict(person_id=p["id"], provider="t", rank=1, url="http://x/1",
-                                    thumbnail_url=None, page_url=None, title=None, license=None,
-                                    author=None, width=None, height=None)])
+    await store.insert_images(
+        [
+            dict(
+                person_id=p["id"],
+                provider="t",
+                rank=1,
+                url="http://x/1",
+                thumbnail_url=None,
+                page_url=None,
+                title=None,
+                license=None,
+                author=None,
+                width=None,
+                height=None,
+            )
+        ]
+    )
     img = (await store.images_of(p["id"]))[0]
     with pytest.raises(sqlite3.IntegrityError):
         await store.update_image("image_rejected", id=img["id"], reason=None, detail=None)

@@ -2,18 +2,20 @@
 
 Every FacequeueError becomes one line on stderr and a non-zero exit code.
 """
+
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Coroutine
+from typing import Any
 
 import click
 
-from ..config import Config, load_config
-from ..errors import FacequeueError
-from ..logs import setup_logging
+from facequeue.config import Config, load_config
+from facequeue.errors import FacequeueError
+from facequeue.logs import setup_logging
 
 
 @dataclass
@@ -39,8 +41,13 @@ def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Config file (default: $FACEQUEUE_CONFIG, else ./facequeue.toml).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (default: $FACEQUEUE_CONFIG, else ./facequeue.toml).",
+)
 @click.version_option(package_name="facequeue")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:

@@ -1,4 +1,5 @@
 """Gallery commands: recognize, gallery, report, doctor."""
+
 from __future__ import annotations
 
 import json
@@ -8,15 +9,21 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import ConfigError, InputError, NotFoundError
-from ..store import open_store
-from . import App, main, pass_app, run_async
+from facequeue.cli import App, main, pass_app, run_async
+from facequeue.errors import ConfigError, InputError, NotFoundError
+from facequeue.store import open_store
 
 
 @main.command()
 @click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--top", "-k", type=click.IntRange(1, 100), default=3, show_default=True,
-              help="Candidate identities to show per face.")
+@click.option(
+    "--top",
+    "-k",
+    type=click.IntRange(1, 100),
+    default=3,
+    show_default=True,
+    help="Candidate identities to show per face.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_app
 def recognize(app: App, image: str, top: int, as_json: bool) -> None:
@@ -25,9 +32,9 @@ def recognize(app: App, image: str, top: int, as_json: bool) -> None:
     Uses the stored gallery embeddings (nothing in the gallery is re-embedded); only the
     faces of IMAGE go through the configured detector and model.
     """
-    from ..analyze import AnalysisSettings
-    from ..gallery import load_index
-    from ..recognize import embed_faces, name_faces
+    from facequeue.stages.gallery import load_index
+    from facequeue.vision.analyze import AnalysisSettings
+    from facequeue.vision.recognize import embed_faces, name_faces
 
     cfg = app.config
     if not Path(image).is_file():
@@ -47,29 +54,46 @@ def recognize(app: App, image: str, top: int, as_json: bool) -> None:
         raise InputError(f"{image}: {photo.detail}")
     results = name_faces(index, photo, top)
     if as_json:
-        click.echo(json.dumps({
-            "image": str(image), "status": photo.status, "detail": photo.detail,
-            "width": photo.width, "height": photo.height,
-            "model": index.model, "metric": index.metric, "threshold": index.threshold,
-            "gallery": {"people": index.people, "images": len(index)},
-            "faces": [r.as_dict() for r in results],
-            "timings_s": {k: round(v, 4) for k, v in photo.timings.items()},
-        }, ensure_ascii=False, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "image": str(image),
+                    "status": photo.status,
+                    "detail": photo.detail,
+                    "width": photo.width,
+                    "height": photo.height,
+                    "model": index.model,
+                    "metric": index.metric,
+                    "threshold": index.threshold,
+                    "gallery": {"people": index.people, "images": len(index)},
+                    "faces": [r.as_dict() for r in results],
+                    "timings_s": {k: round(v, 4) for k, v in photo.timings.items()},
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return
     console = Console()
     if not results:
         console.print(f"{image}: no face found")
         return
-    table = Table(title=f"{Path(image).name}: {len(results)} face(s); gallery of {index.people} "
-                        f"people, {index.metric} threshold {index.threshold:g}")
+    table = Table(
+        title=f"{Path(image).name}: {len(results)} face(s); gallery of {index.people} "
+        f"people, {index.metric} threshold {index.threshold:g}"
+    )
     for col in ("#", "box (x,y,w,h)", "name", "distance", "confidence", "next candidates"):
         table.add_column(col)
     for n, r in enumerate(results, 1):
         others = ", ".join(f"{m.name} ({m.distance:.3f})" for m in r.matches[1:] if r.matches)
-        table.add_row(str(n), ",".join(map(str, r.box)),
-                      r.label if r.label != "unknown" else f"[yellow]unknown[/] {r.note or ''}",
-                      "" if r.distance is None else f"{r.distance:.3f}",
-                      "" if r.confidence is None else f"{r.confidence:.1f}%", others)
+        table.add_row(
+            str(n),
+            ",".join(map(str, r.box)),
+            r.label if r.label != "unknown" else f"[yellow]unknown[/] {r.note or ''}",
+            "" if r.distance is None else f"{r.distance:.3f}",
+            "" if r.confidence is None else f"{r.confidence:.1f}%",
+            others,
+        )
     console.print(table)
 
 
@@ -79,7 +103,7 @@ def recognize(app: App, image: str, top: int, as_json: bool) -> None:
 @pass_app
 def gallery_cmd(app: App, flagged: bool, as_json: bool) -> None:
     """List gallery identities with their leave-one-out self-test."""
-    from ..gallery import gallery_listing
+    from facequeue.stages.gallery import gallery_listing
 
     async def go():
         async with open_store(app.config) as store:
@@ -95,18 +119,31 @@ def gallery_cmd(app: App, flagged: bool, as_json: bool) -> None:
     for r in rows:
         top1 = "" if r["self_test_top1"] is None else f"{100 * r['self_test_top1']:.0f}%"
         margin = "" if r["margin"] is None else f"{r['margin']:.3f}"
-        table.add_row(str(r["person_id"]), r["person"], r["country"], str(r["images"]), top1,
-                      margin, r["nearest_other"] or "", f"[red]{r['flag_reason']}[/]" if r["flagged"] else "")
+        table.add_row(
+            str(r["person_id"]),
+            r["person"],
+            r["country"],
+            str(r["images"]),
+            top1,
+            margin,
+            r["nearest_other"] or "",
+            f"[red]{r['flag_reason']}[/]" if r["flagged"] else "",
+        )
     Console().print(table)
 
 
 @main.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Output folder (default: <data_dir>/report).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output folder (default: <data_dir>/report).",
+)
 @pass_app
 def report(app: App, out_dir: str | None) -> None:
     """Write the static HTML review report (summary page + one page per person)."""
-    from ..report import build_report
+    from facequeue.ops.report import build_report
 
     cfg = app.config
 
@@ -127,7 +164,7 @@ def doctor(ctx: click.Context, as_json: bool, skip_models: bool) -> None:
 
     Exits non-zero when any check fails.
     """
-    from ..doctor import render, run_checks
+    from facequeue.ops.doctor import render, run_checks
 
     app: App = ctx.obj
     try:

@@ -1,5 +1,6 @@
 """`facequeue metadata DIR` (add missing JSON sidecars to a folder of face images) and
 `facequeue stats DIR|--db` (dataset statistics from the sidecars)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,16 +14,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import InputError, NotFoundError
-from . import App, main, pass_app, run_async
+from facequeue.cli import App, main, pass_app, run_async
+from facequeue.errors import InputError, NotFoundError
 
 
 class _LazyMetadata:
-    """facequeue.metadata pulls in numpy/OpenCV: import it on first use, so that other
+    """facequeue.stages.metadata pulls in numpy/OpenCV: import it on first use, so that other
     commands (`status` above all) start fast."""
 
     def __getattr__(self, name: str) -> Any:
-        from .. import metadata
+        from facequeue.stages import metadata
+
         return getattr(metadata, name)
 
 
@@ -30,6 +32,7 @@ md = _LazyMetadata()
 
 
 # ============================================================================ metadata
+
 
 def plan(images: list[Path], force: bool) -> tuple[list[Path], list[Path], dict[Path, str]]:
     """(to generate, already have JSON, errors found before analysis: path -> reason).
@@ -51,15 +54,16 @@ def plan(images: list[Path], force: bool) -> tuple[list[Path], list[Path], dict[
     return todo, have, errors
 
 
-async def generate(paths: list[Path], settings: Any, workers: int, force: bool,
-                   on_done=None) -> dict[Path, str | None]:
+async def generate(
+    paths: list[Path], settings: Any, workers: int, force: bool, on_done=None
+) -> dict[Path, str | None]:
     """Describe every image in the analysis pool and write its sidecar. Returns path -> None
     (written) or the reason it failed; one bad file never stops the others."""
-    from ..analyze import AnalysisPool
+    from facequeue.vision.analyze import AnalysisPool
 
     results: dict[Path, str | None] = {}
     pool = AnalysisPool(settings, workers)
-    sem = asyncio.Semaphore(workers * 2)   # keep the pool fed without queueing everything
+    sem = asyncio.Semaphore(workers * 2)  # keep the pool fed without queueing everything
 
     async def one(path: Path) -> None:
         async with sem:
@@ -68,8 +72,14 @@ async def generate(paths: list[Path], settings: Any, workers: int, force: bool,
                 if described["status"] == "unreadable":
                     raise ValueError(described["detail"] or "unreadable image")
                 previous = md.read_sidecar(md.sidecar_path(path)) if force else None
-                sidecar = md.build_sidecar(path, analysis_of_crop=described, person=None, image_row=None,
-                                           settings=settings, previous=previous)
+                sidecar = md.build_sidecar(
+                    path,
+                    analysis_of_crop=described,
+                    person=None,
+                    image_row=None,
+                    settings=settings,
+                    previous=previous,
+                )
                 md.write_sidecar(path, sidecar)
                 results[path] = None
             except Exception as exc:  # noqa: BLE001 - reported per file, batch continues
@@ -101,12 +111,25 @@ def _summary_table(found: int, had: int, generated: int, errors: int) -> Table:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (automation).")
 @click.option("--dry-run", is_flag=True, help="Show what would be done; write nothing.")
 @click.option("--recursive", "-r", is_flag=True, help="Also scan sub-folders.")
-@click.option("--workers", "-w", type=click.IntRange(1, 64), default=None,
-              help="Analysis processes (default: analysis.workers).")
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Analysis processes (default: analysis.workers).",
+)
 @pass_app
 @click.pass_context
-def metadata_cmd(ctx: click.Context, app: App, directory: Path, force: bool, yes: bool, dry_run: bool,
-                 recursive: bool, workers: int | None) -> None:
+def metadata_cmd(
+    ctx: click.Context,
+    app: App,
+    directory: Path,
+    force: bool,
+    yes: bool,
+    dry_run: bool,
+    recursive: bool,
+    workers: int | None,
+) -> None:
     """Write a JSON sidecar for every JPG/PNG/WebP image in DIRECTORY that lacks one.
 
     Each image is analysed once in the process pool (faces, quality, skin tone, hair
@@ -135,37 +158,58 @@ def metadata_cmd(ctx: click.Context, app: App, directory: Path, force: bool, yes
     generated = 0
     if todo:
         if not yes:
-            click.confirm(f"\nGenerate metadata for {len(todo)} image(s)?", default=True, abort=True)
+            click.confirm(
+                f"\nGenerate metadata for {len(todo)} image(s)?", default=True, abort=True
+            )
         cfg = app.config
-        from ..analyze import AnalysisSettings
+        from facequeue.vision.analyze import AnalysisSettings
 
         settings = AnalysisSettings.from_config(cfg)
         n_workers = workers or cfg.analysis.workers
         out.print(f"\nGenerating metadata ({n_workers} worker(s))...\n")
         t0 = time.perf_counter()
         if console.is_terminal:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
-            with Progress(TextColumn("  Processing images..."), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
+            with Progress(
+                TextColumn("  Processing images..."),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            ) as bar:
                 task = bar.add_task("metadata", total=len(todo))
-                results = run_async(generate(todo, settings, n_workers, force,
-                                             on_done=lambda p, e: bar.advance(task)))
+                results = run_async(
+                    generate(
+                        todo, settings, n_workers, force, on_done=lambda p, e: bar.advance(task)
+                    )
+                )
         else:
             done = [0]
 
             def line(path: Path, err: str | None) -> None:
                 done[0] += 1
-                click.echo(f"[{done[0]}/{len(todo)}] {'error' if err else 'ok'} {path}"
-                           + (f": {err}" if err else ""))
+                click.echo(
+                    f"[{done[0]}/{len(todo)}] {'error' if err else 'ok'} {path}"
+                    + (f": {err}" if err else "")
+                )
 
             results = run_async(generate(todo, settings, n_workers, force, on_done=line))
         elapsed = time.perf_counter() - t0
         generated = sum(1 for e in results.values() if e is None)
         errors.update({p: e for p, e in results.items() if e is not None})
         if generated:
-            out.print(f"\n{generated} sidecar(s) in {elapsed:.1f} s ({generated / elapsed:.1f} images/s)")
+            out.print(
+                f"\n{generated} sidecar(s) in {elapsed:.1f} s ({generated / elapsed:.1f} images/s)"
+            )
 
     out.print("\n" + "=" * 60)
     out.print("METADATA GENERATION COMPLETE" + (" WITH ERRORS" if errors else "!"))
@@ -190,17 +234,23 @@ def metadata_cmd(ctx: click.Context, app: App, directory: Path, force: bool, yes
 
 # ============================================================================ stats
 
-LABELS = {"person": "Person", "country": "Country", "sex": "Sex", "age_group": "Age group",
-          "skin_tone": "Skin tone (ITA)", "image_quality": "Quality level"}
+LABELS = {
+    "person": "Person",
+    "country": "Country",
+    "sex": "Sex",
+    "age_group": "Age group",
+    "skin_tone": "Skin tone (ITA)",
+    "image_quality": "Quality level",
+}
 
 
 async def _db_records(app: App) -> tuple[list[dict], list[str], int]:
-    from ..store import Store
+    from facequeue.store import Store
 
     cfg = app.config
     if not cfg.db_path.is_file():
         raise NotFoundError(f"no database at {cfg.db_path} (set data_dir or --config)")
-    from .. import dataset_stats
+    from facequeue.ops import stats as dataset_stats
 
     store = await Store.open(cfg.db_path, migrate=False)
     try:
@@ -214,7 +264,9 @@ async def _db_records(app: App) -> tuple[list[dict], list[str], int]:
 
 def _print_stats(stats: dict, top: int, notes: list[str]) -> None:
     console = Console(highlight=False)
-    console.print(f"\n[bold]{stats['images']}[/bold] images of [bold]{stats['people']}[/bold] people\n")
+    console.print(
+        f"\n[bold]{stats['images']}[/bold] images of [bold]{stats['people']}[/bold] people\n"
+    )
     for key, label in LABELS.items():
         items = list(stats[key].items())
         table = Table(title=label, title_justify="left")
@@ -237,19 +289,39 @@ def _print_stats(stats: dict, top: int, notes: list[str]) -> None:
 
 
 @main.command("stats")
-@click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--db", "use_db", is_flag=True, help="Accepted images of the database (data_dir) instead of a folder.")
+@click.argument(
+    "directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--db",
+    "use_db",
+    is_flag=True,
+    help="Accepted images of the database (data_dir) instead of a folder.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write a PNG chart to this file.")
-@click.option("--top", type=click.IntRange(1), default=20, show_default=True, help="Rows per table.")
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a PNG chart to this file.",
+)
+@click.option(
+    "--top", type=click.IntRange(1), default=20, show_default=True, help="Rows per table."
+)
 @click.pass_context
-def stats_cmd(ctx: click.Context, directory: Path | None, use_db: bool, as_json: bool,
-              plot_file: Path | None, top: int) -> None:
+def stats_cmd(
+    ctx: click.Context,
+    directory: Path | None,
+    use_db: bool,
+    as_json: bool,
+    plot_file: Path | None,
+    top: int,
+) -> None:
     """Dataset statistics from the JSON sidecars of DIRECTORY (recursive) or of the database's
     accepted images (--db): counts per person, country, sex, age group, skin tone and
     quality level, and how many people have how many images."""
-    from .. import dataset_stats
+    from facequeue.ops import stats as dataset_stats
 
     if (directory is None) == (not use_db):
         raise InputError("give either a DIRECTORY or --db")
@@ -258,7 +330,9 @@ def stats_cmd(ctx: click.Context, directory: Path | None, use_db: bool, as_json:
     if use_db:
         records, empty, missing = run_async(_db_records(ctx.find_object(App)))
         if missing:
-            notes.append(f"{missing} accepted image(s) have no readable sidecar (attributes 'unknown')")
+            notes.append(
+                f"{missing} accepted image(s) have no readable sidecar (attributes 'unknown')"
+            )
     else:
         records, bad = dataset_stats.records_from_dir(directory)
         if bad:

@@ -1,4 +1,5 @@
 """Queue commands: add-person, import, status, retry, forget, recurate, migrate, run."""
+
 from __future__ import annotations
 
 import csv
@@ -11,11 +12,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import layout
-from ..config import Config
-from ..errors import InputError, NotFoundError
-from ..store import NewPerson, Store, open_store
-from . import App, main, pass_app, run_async
+from facequeue import layout
+from facequeue.cli import App, main, pass_app, run_async
+from facequeue.config import Config
+from facequeue.errors import InputError, NotFoundError
+from facequeue.store import NewPerson, Store, open_store
 
 MAX_NAME = 200
 MAX_FIELD = 200
@@ -34,16 +35,23 @@ def _clean(value: str | None, what: str, required: bool = False) -> str | None:
     return text
 
 
-def new_person(name: str, country: str, occupation: str | None, source: str,
-               search_name: str | None = None) -> NewPerson:
-    from ..names import search_name as best_search_name, slugify
+def new_person(
+    name: str, country: str, occupation: str | None, source: str, search_name: str | None = None
+) -> NewPerson:
+    from facequeue.intake.names import search_name as best_search_name
+    from facequeue.intake.names import slugify
+
     name = _clean(name, "name", required=True)
     country = _clean(country, "country", required=True)
     occupation = _clean(occupation, "occupation")
-    return NewPerson(name=name, slug=slugify(name, country), country=country,
-                     occupation=occupation, source=source,
-                     search_name=_clean(search_name, "search name")
-                     or best_search_name(name, country))
+    return NewPerson(
+        name=name,
+        slug=slugify(name, country),
+        country=country,
+        occupation=occupation,
+        source=source,
+        search_name=_clean(search_name, "search name") or best_search_name(name, country),
+    )
 
 
 @main.command("add-person")
@@ -113,8 +121,9 @@ def read_people_csv(file: Path) -> list[NewPerson]:
             raise InputError(f"{file}: line {lineno}: expected {len(cols)} fields, got {len(row)}")
         rec = dict(zip(cols, row))
         try:
-            person = new_person(rec["name"], rec["country"], rec.get("occupation"), "csv",
-                                rec.get("search_name"))
+            person = new_person(
+                rec["name"], rec["country"], rec.get("occupation"), "csv", rec.get("search_name")
+            )
         except InputError as exc:
             raise InputError(f"{file}: line {lineno}: {exc}") from None
         if (person.slug, person.country) not in seen:
@@ -136,13 +145,17 @@ def status(app: App, person: str | None, as_json: bool, limit: int) -> None:
         async with open_store(cfg) as store:
             if person:
                 row = await _find_one(store, person)
-                return {"person": await store.progress_of(row["id"]),
-                        "outcomes": await store.image_reasons(row["id"])}
+                return {
+                    "person": await store.progress_of(row["id"]),
+                    "outcomes": await store.image_reasons(row["id"]),
+                }
             stale = cfg.queue.heartbeat_s * 3 + 5
-            return {"queue": await store.queue_summary(),
-                    "daemons": await store.live_daemons(stale),
-                    "people": await store.progress(limit),
-                    "failures": await store.recent_failures(5)}
+            return {
+                "queue": await store.queue_summary(),
+                "daemons": await store.live_daemons(stale),
+                "people": await store.progress(limit),
+                "failures": await store.recent_failures(5),
+            }
 
     data = run_async(go())
     if as_json:
@@ -160,8 +173,10 @@ def _print_overview(console: Console, data: dict) -> None:
     daemons = data["daemons"]
     if daemons:
         for d in daemons:
-            console.print(f"daemon alive: pid {d['pid']} on {d['host']}, "
-                          f"{d['in_flight']} in flight, heartbeat {d['heartbeat_at']}")
+            console.print(
+                f"daemon alive: pid {d['pid']} on {d['host']}, "
+                f"{d['in_flight']} in flight, heartbeat {d['heartbeat_at']}"
+            )
     else:
         console.print("daemon: not running")
     table = Table(title="queue")
@@ -173,13 +188,31 @@ def _print_overview(console: Console, data: dict) -> None:
     console.print(table)
     if data["people"]:
         people = Table(title=f"people (first {len(data['people'])})")
-        for col in ("id", "person", "country", "stage", "state", "images", "accepted",
-                    "rejected", "note"):
+        for col in (
+            "id",
+            "person",
+            "country",
+            "stage",
+            "state",
+            "images",
+            "accepted",
+            "rejected",
+            "note",
+        ):
             people.add_column(col)
         for p in data["people"]:
             note = p["last_error"] or p["state_reason"] or ""
-            people.add_row(str(p["person_id"]), p["person"], p["country"], p["stage"], p["state"],
-                           str(p["images"]), str(p["accepted"]), str(p["rejected"]), note[:60])
+            people.add_row(
+                str(p["person_id"]),
+                p["person"],
+                p["country"],
+                p["stage"],
+                p["state"],
+                str(p["images"]),
+                str(p["accepted"]),
+                str(p["rejected"]),
+                note[:60],
+            )
         console.print(people)
     for f in data["failures"]:
         console.print(f"[red]failed[/red] #{f['id']} {f['name']}: {f['last_error']}")
@@ -187,9 +220,11 @@ def _print_overview(console: Console, data: dict) -> None:
 
 def _print_person(console: Console, data: dict) -> None:
     p = data["person"]
-    console.print(f"#{p['person_id']} {p['person']} ({p['country']}): state {p['state']}, "
-                  f"stage {p['stage']}, {p['images']} images, {p['accepted']} accepted, "
-                  f"{p['rejected']} rejected")
+    console.print(
+        f"#{p['person_id']} {p['person']} ({p['country']}): state {p['state']}, "
+        f"stage {p['stage']}, {p['images']} images, {p['accepted']} accepted, "
+        f"{p['rejected']} rejected"
+    )
     if p["state_reason"]:
         console.print(f"reason: {p['state_reason']}")
     if p["last_error"]:
@@ -240,11 +275,15 @@ def forget(app: App, person: str, yes: bool) -> None:
             row = await _find_one(store, person)
             live = await store.live_daemons(cfg.queue.heartbeat_s * 3 + 5)
             if row["state"] == "running" and live:
-                raise InputError(f"#{row['id']} {row['name']} is being processed right now; "
-                                 "try again when it is done")
+                raise InputError(
+                    f"#{row['id']} {row['name']} is being processed right now; "
+                    "try again when it is done"
+                )
             if not yes:
-                click.confirm(f"forget #{row['id']} {row['name']} ({row['country']}) "
-                              "and all its files?", abort=True)
+                click.confirm(
+                    f"forget #{row['id']} {row['name']} ({row['country']}) and all its files?",
+                    abort=True,
+                )
             await forget_person(cfg, store, row)
             return row
 
@@ -254,7 +293,8 @@ def forget(app: App, person: str, yes: bool) -> None:
 
 async def forget_person(cfg: Config, store: Store, person: dict) -> None:
     """Files first, rows last: if interrupted, running forget again finishes the job."""
-    from .. import gallery
+    from facequeue.stages import gallery
+
     await gallery.forget_person(cfg, store, person)
     for img in await store.images_of(person["id"]):
         if img["raw_path"] and await store.other_users_of_raw(img["raw_path"], person["id"]) == 0:
@@ -262,7 +302,8 @@ async def forget_person(cfg: Config, store: Store, person: dict) -> None:
     for folder in (layout.faces_dir(cfg, person), layout.candidates_dir(cfg, person)):
         shutil.rmtree(folder, ignore_errors=True)
     await store.delete_person(person["id"])
-    from .. import report
+    from facequeue.ops import report
+
     await report.rebuild_if_present(cfg, store)
 
 
@@ -275,7 +316,8 @@ def recurate(app: App, person: str | None, all_people: bool) -> None:
 
     Uses the current thresholds; nothing is downloaded or analyzed again.
     """
-    from ..daemon import run_daemon
+    from facequeue.runner.daemon import run_daemon
+
     if bool(person) == all_people:
         raise InputError("name one PERSON or use --all")
     cfg = app.config
@@ -316,27 +358,36 @@ def migrate(app: App) -> None:
     applied, all_applied = run_async(go())
     for name in applied:
         click.echo(f"applied {name}")
-    click.echo(f"database {app.config.db_path} at version "
-               f"{all_applied[-1][0] if all_applied else 0} ({len(applied)} applied now)")
+    click.echo(
+        f"database {app.config.db_path} at version "
+        f"{all_applied[-1][0] if all_applied else 0} ({len(applied)} applied now)"
+    )
 
 
 @main.command()
-@click.option("--once", is_flag=True,
-              help="Process everything claimable now, then exit 0 (people waiting for a "
-                   "retry stay queued for the next run).")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Process everything claimable now, then exit 0 (people waiting for a "
+    "retry stay queued for the next run).",
+)
 @pass_app
 def run(app: App, once: bool) -> None:
     """Run the daemon: claim queued people and take each through search, download,
     analyze, curate and promote. Stops cleanly on SIGTERM/SIGINT."""
-    from ..daemon import run_daemon
+    from facequeue.runner.daemon import run_daemon
+
     code = run_async(run_daemon(app.config, once=once))
     if once:
+
         async def waiting():
             async with open_store(app.config) as store:
                 return await store.queue_summary(), await store.next_run_after()
 
         summary, next_retry = run_async(waiting())
         line = ", ".join(f"{n} {state}" for state, n in sorted(summary.items())) or "queue empty"
-        click.echo(f"done for now: {line}"
-                   + (f"; next retry due at {next_retry} (run again then)" if next_retry else ""))
+        click.echo(
+            f"done for now: {line}"
+            + (f"; next retry due at {next_retry} (run again then)" if next_retry else "")
+        )
     return code

@@ -6,25 +6,26 @@ conventions those libraries lack, listed in `_CONVENTIONS`. A letter is never dr
 "Novak Đoković" -> "Novak_Djokovic", "Љубиша Самарџић" -> "Ljubisa_Samardzic".
 
 Where the names come from is `llm.py` (two passes) and `wikidata.py` (SPARQL); this module
-decides what to queue and hands it to the store in one transaction.
+turns what they found into a `Plan` of new people; `country.py` queues it.
 """
+
 from __future__ import annotations
 
 import asyncio
 import re
 import unicodedata
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Awaitable, Iterable, Literal, TypeVar
+from typing import TypeVar
 
+import cyrtranslit
 import structlog
 from anyascii import anyascii
-import cyrtranslit
 
-from .config import Config
-from .errors import InputError
-from .store import AddResult, NewPerson, open_store
+from facequeue.errors import InputError
+from facequeue.store import NewPerson
 
-log = structlog.get_logger("facequeue.names")
+log = structlog.get_logger("facequeue.intake.names")
 
 MAX_SLUG = 100
 T = TypeVar("T")
@@ -33,16 +34,23 @@ T = TypeVar("T")
 
 # Countries whose Cyrillic goes through cyrtranslit (language code), lower-case names.
 _CYRTRANSLIT_BY_COUNTRY = {
-    "serbia": "sr", "republic of serbia": "sr", "kosovo": "sr", "republika srpska": "sr",
-    "bosnia and herzegovina": "sr", "bosnia": "sr", "yugoslavia": "sr",
+    "serbia": "sr",
+    "republic of serbia": "sr",
+    "kosovo": "sr",
+    "republika srpska": "sr",
+    "bosnia and herzegovina": "sr",
+    "bosnia": "sr",
+    "yugoslavia": "sr",
     "montenegro": "me",
-    "north macedonia": "mk", "macedonia": "mk", "republic of north macedonia": "mk",
+    "north macedonia": "mk",
+    "macedonia": "mk",
+    "republic of north macedonia": "mk",
 }
 _GERMAN_SPEAKING = {"germany", "austria", "switzerland", "liechtenstein"}
 _VIETNAM = {"vietnam", "viet nam", "socialist republic of vietnam"}
 
 # National conventions anyascii lacks (it maps Đ->D, Ǵ->G, ä->a), applied to Latin text.
-_SOUTH_SLAVIC = {"Đ": "Dj", "đ": "dj"}              # Đoković -> Djokovic (not "Dokovic")
+_SOUTH_SLAVIC = {"Đ": "Dj", "đ": "dj"}  # Đoković -> Djokovic (not "Dokovic")
 _MACEDONIAN = {"Ǵ": "Gj", "ǵ": "gj", "Ḱ": "Kj", "ḱ": "kj"}
 _GERMAN = {"Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ä": "ae", "ö": "oe", "ü": "ue"}
 
@@ -52,7 +60,7 @@ _APOSTROPHES = "'\u2019\u02bc\u2018`\u00b4"
 _JOINERS = set("-\u2010\u2011\u2012\u2013\u2014" + _APOSTROPHES)
 # Vietnamese marks (horn, hook above, dot below): Đ there is plain D ("Đặng" -> "Dang").
 _VIETNAMESE_MARKS = {"\u031b", "\u0309", "\u0323"}
-_VIETNAMESE_LETTERS = set("ăâêôơưĂÂÊÔƠƯ")   # absent from the South Slavic Latin alphabets
+_VIETNAMESE_LETTERS = set("ăâêôơưĂÂÊÔƠƯ")  # absent from the South Slavic Latin alphabets
 
 
 def _key(country: str | None) -> str:
@@ -90,9 +98,10 @@ def _is_vietnamese(text: str, country: str | None) -> bool:
         return True
     if set(unicodedata.normalize("NFD", text)) & _VIETNAMESE_MARKS:
         return True
-    if any(sum(unicodedata.combining(m) > 0 for m in unicodedata.normalize("NFD", c)) > 1
-           for c in text):
-        return True          # stacked marks (ễ, ấ): Vietnamese tone on a modified vowel
+    if any(
+        sum(unicodedata.combining(m) > 0 for m in unicodedata.normalize("NFD", c)) > 1 for c in text
+    ):
+        return True  # stacked marks (ễ, ấ): Vietnamese tone on a modified vowel
     return bool(set(text) & _VIETNAMESE_LETTERS)
 
 
@@ -126,10 +135,11 @@ def slugify(name: str, country: str | None = None) -> str:
     """
     original = clean_name(name)
     # Symbols, emoji, slashes, dots... separate words; they are not transliterated into text.
-    kept = "".join(c if (unicodedata.category(c)[0] in "LNM" or c in _JOINERS) else " "
-                   for c in original)
+    kept = "".join(
+        c if (unicodedata.category(c)[0] in "LNM" or c in _JOINERS) else " " for c in original
+    )
     ascii_text = transliterate(kept, country) if kept.strip() else ""
-    ascii_text = re.sub(f"[{re.escape(_APOSTROPHES)}]", "", ascii_text)   # O'Brien -> OBrien
+    ascii_text = re.sub(f"[{re.escape(_APOSTROPHES)}]", "", ascii_text)  # O'Brien -> OBrien
     words = []
     for raw in re.split(r"[^A-Za-z0-9-]+", ascii_text):
         word = re.sub(r"-{2,}", "-", raw).strip("-")
@@ -157,6 +167,7 @@ def search_name(name: str, country: str | None = None) -> str:
 
 # -- planning add-country --------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Dropped:
     """A name not queued, and why (the validation pass, a bad name, a duplicate)."""
@@ -168,8 +179,8 @@ class Dropped:
 
 @dataclass
 class Plan:
-    country: str                          # canonical spelling stored in people.country
-    source: str                           # "llm:<model>" or "wikidata"
+    country: str  # canonical spelling stored in people.country
+    source: str  # "llm:<model>" or "wikidata"
     people: list[NewPerson] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -224,8 +235,9 @@ async def gather_all(coros: Iterable[Awaitable[T]], limit: int) -> list[T]:
         raise
 
 
-def build_plan(country: str, source: str, found: list[Found],
-               dropped: list[Dropped] | None = None) -> Plan:
+def build_plan(
+    country: str, source: str, found: list[Found], dropped: list[Dropped] | None = None
+) -> Plan:
     """Slugs and search names for everyone found; duplicates within the batch dropped."""
     plan = Plan(country=country, source=source, dropped=list(dropped or []))
     slugs: set[str] = set()
@@ -243,61 +255,25 @@ def build_plan(country: str, source: str, found: list[Found],
         slugs.add(slug.casefold())
         if item.wikidata_id:
             qids.add(item.wikidata_id)
-        plan.people.append(NewPerson(
-            name=name, slug=slug, country=country, occupation=item.occupation, source=source,
-            search_name=search_name(name, country), wikidata_id=item.wikidata_id,
-            portrait_url=item.portrait_url, cross_check=item.cross_check))
+        plan.people.append(
+            NewPerson(
+                name=name,
+                slug=slug,
+                country=country,
+                occupation=item.occupation,
+                source=source,
+                search_name=search_name(name, country),
+                wikidata_id=item.wikidata_id,
+                portrait_url=item.portrait_url,
+                cross_check=item.cross_check,
+            )
+        )
     return plan
 
 
-async def plan_country(cfg: Config, country: str, occupations: Iterable[str] | None = None,
-                       count: int | None = None,
-                       source: Literal["llm", "wikidata"] | None = None) -> Plan:
-    """Ask the source for the best-known people of each occupation; nothing is stored."""
-    from . import llm, wikidata   # the sources import this module's helpers
-
-    country = clean_country(country)
-    occs = clean_occupations(cfg.names.occupations if occupations is None else occupations)
-    count = cfg.names.count if count is None else count
-    if count < 1:
-        raise InputError(f"--count must be at least 1 (got {count})")
-    source = source or cfg.names.source
-    if source == "wikidata":
-        return await wikidata.plan_country(cfg, country, occs, count)
-    if source == "llm":
-        return await llm.plan_country(cfg, country, occs, count)
-    raise InputError(f"unknown source {source!r}: use llm or wikidata")
-
-
-async def add_country(cfg: Config, country: str, occupations: Iterable[str] | None = None,
-                      count: int | None = None, source: Literal["llm", "wikidata"] | None = None,
-                      dry_run: bool = False) -> tuple[Plan, AddResult]:
-    """Plan, then queue everyone new in one transaction (dry_run: only report duplicates)."""
-    plan = await plan_country(cfg, country, occupations, count, source)
-    if dry_run:
-        return plan, await existing(cfg, plan.people)
-    async with open_store(cfg) as store:
-        result = await store.add_people(plan.people)
-    log.info("people_queued", country=plan.country, source=plan.source,
-             added=len(result.added), skipped=len(result.skipped), dropped=len(plan.dropped))
-    return plan, result
-
-
-async def existing(cfg: Config, people: list[NewPerson]) -> AddResult:
-    """Which of `people` are already queued (reads the database only if it exists)."""
-    if not cfg.db_path.exists():
-        return AddResult([], [])
-    skipped = []
-    async with open_store(cfg) as store:
-        for person in people:
-            if await store.query("person_exists", slug=person.slug, country=person.country,
-                                 wikidata_id=person.wikidata_id):
-                skipped.append(person)
-    return AddResult([], skipped)
-
-
-def with_cross_checks(found: list[Found], checks: dict[str, tuple[str, str | None, str | None]]
-                      ) -> list[Found]:
+def with_cross_checks(
+    found: list[Found], checks: dict[str, tuple[str, str | None, str | None]]
+) -> list[Found]:
     """Attach cross-check results {name: (result, wikidata_id, portrait_url)}."""
     out = []
     for item in found:

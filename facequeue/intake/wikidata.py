@@ -5,6 +5,7 @@ or a subclass of it), ranked by their number of sitelinks (how many Wikipedias h
 article: a good proxy for fame). Country and occupation are resolved from their English
 labels. The portrait (P18) is kept: the analysis stage anchors reference selection on it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,17 +17,17 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 
-from .config import Config
-from .errors import InputError, WikidataError
-from .names import Found, Plan, build_plan, gather_all, search_name, transliterate
+from facequeue.config import Config
+from facequeue.errors import InputError, WikidataError
+from facequeue.intake.names import Found, Plan, build_plan, gather_all, search_name, transliterate
 
-log = structlog.get_logger("facequeue.wikidata")
+log = structlog.get_logger("facequeue.intake.wikidata")
 
 ENTITY = "http://www.wikidata.org/entity/"
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER_S = 120.0
 CROSS_CHECK_CHUNK = 40
-CONCURRENCY = 3          # WDQS allows a few parallel queries per client
+CONCURRENCY = 3  # WDQS allows a few parallel queries per client
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,13 @@ class WikiPerson:
 
 def literal(text: str, lang: str | None = None) -> str:
     """A SPARQL string literal; quotes, backslashes and line breaks escaped."""
-    body = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-            .replace("\r", "\\r").replace("\t", "\\t"))
+    body = (
+        text.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
     if lang is not None:
         if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{1,8})*", lang):
             raise ValueError(f"bad language code {lang!r}")
@@ -65,7 +71,7 @@ def _qid(value: str) -> str:
 def _portrait(value: str | None) -> str | None:
     if not value:
         return None
-    return "https://" + value[len("http://"):] if value.startswith("http://") else value
+    return "https://" + value[len("http://") :] if value.startswith("http://") else value
 
 
 def country_query(name: str) -> str:
@@ -103,8 +109,9 @@ LIMIT 5"""
 
 def people_query(country_qid: str, occupation_qid: str, limit: int, langs: tuple[str, ...]) -> str:
     native = ", ".join(literal(code) for code in langs if re.fullmatch(r"[a-z-]{2,12}", code))
-    native_clause = (f'OPTIONAL {{ ?person rdfs:label ?nat FILTER(LANG(?nat) IN ({native})) }}'
-                     if native else "")
+    native_clause = (
+        f"OPTIONAL {{ ?person rdfs:label ?nat FILTER(LANG(?nat) IN ({native})) }}" if native else ""
+    )
     return f"""# facequeue: people_by_country_occupation
 SELECT ?person (SAMPLE(?en) AS ?enLabel) (SAMPLE(?mul) AS ?mulLabel)
        (SAMPLE(?nat) AS ?nativeLabel) (MAX(?sitelinks) AS ?links) (SAMPLE(?img) AS ?image) WHERE {{
@@ -123,7 +130,9 @@ ORDER BY DESC(?links)
 LIMIT {int(limit)}"""
 
 
-def match_query(keyed_names: list[tuple[int, str]], country_qid: str, langs: tuple[str, ...]) -> str:
+def match_query(
+    keyed_names: list[tuple[int, str]], country_qid: str, langs: tuple[str, ...]
+) -> str:
     rows = []
     for key, text in keyed_names:
         for lang in dict.fromkeys(("en", "mul") + langs):
@@ -149,11 +158,14 @@ class Wikidata:
         self.url = cfg.wikidata.sparql_url
         self.session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "Wikidata":
+    async def __aenter__(self) -> Wikidata:
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.cfg.wikidata.timeout_s),
-            headers={"User-Agent": self.cfg.user_agent,
-                     "Accept": "application/sparql-results+json"})
+            headers={
+                "User-Agent": self.cfg.user_agent,
+                "Accept": "application/sparql-results+json",
+            },
+        )
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -177,10 +189,11 @@ class Wikidata:
                     elif resp.status >= 400:
                         raise WikidataError(
                             f"{self.url} refused the {kind} query: HTTP {resp.status} "
-                            f"{body[:200].decode('utf-8', 'replace')!r}")
+                            f"{body[:200].decode('utf-8', 'replace')!r}"
+                        )
                     else:
                         return _bindings(body)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 last = f"{type(exc).__name__}: {exc}".rstrip(": ") or type(exc).__name__
                 if isinstance(exc, asyncio.TimeoutError):
                     last = f"no answer within {self.cfg.wikidata.timeout_s:g} s"
@@ -188,11 +201,18 @@ class Wikidata:
                 last = str(exc)
             if attempt + 1 < attempts:
                 delay = _backoff(self.cfg.wikidata.retry_backoff_s, attempt, retry_after)
-                log.warning("wikidata_retry", query=kind, attempt=attempt + 1, error=last,
-                            delay_s=round(delay, 3))
+                log.warning(
+                    "wikidata_retry",
+                    query=kind,
+                    attempt=attempt + 1,
+                    error=last,
+                    delay_s=round(delay, 3),
+                )
                 await asyncio.sleep(delay)
-        raise WikidataError(f"Wikidata ({self.url}) gave no usable answer to the {kind} query "
-                            f"after {attempts} attempt(s): {last}")
+        raise WikidataError(
+            f"Wikidata ({self.url}) gave no usable answer to the {kind} query "
+            f"after {attempts} attempt(s): {last}"
+        )
 
     async def resolve_country(self, name: str) -> Item:
         rows = await self.select(country_query(name))
@@ -210,30 +230,38 @@ class Wikidata:
         raise InputError(f"unknown occupation {name!r}: Wikidata has no occupation of that name")
 
     async def people(self, country: Item, occupation: Item, limit: int) -> list[WikiPerson]:
-        rows = await self.select(people_query(country.qid, occupation.qid, limit,
-                                              country.languages))
+        rows = await self.select(
+            people_query(country.qid, occupation.qid, limit, country.languages)
+        )
         found = []
         for row in rows:
             name = row.get("enLabel") or row.get("mulLabel") or row.get("nativeLabel")
             if not row.get("person") or not name:
                 continue
-            found.append(WikiPerson(_qid(row["person"]), name, _int(row.get("links")),
-                                    _portrait(row.get("image"))))
+            found.append(
+                WikiPerson(
+                    _qid(row["person"]), name, _int(row.get("links")), _portrait(row.get("image"))
+                )
+            )
         found.sort(key=lambda p: -p.sitelinks)
         return found[:limit]
 
-    async def cross_check(self, names: list[str], country: Item
-                          ) -> dict[str, tuple[str, str | None, str | None]]:
+    async def cross_check(
+        self, names: list[str], country: Item
+    ) -> dict[str, tuple[str, str | None, str | None]]:
         """{name: (result, wikidata_id, portrait_url)}; result 'confirmed:Q…' (a human of
         that name and citizenship), 'other_country:Q…' (a human of that name, other
         citizenship), 'not_found', or 'unreachable' (the endpoint failed)."""
         out: dict[str, tuple[str, str | None, str | None]] = {}
         for start in range(0, len(names), CROSS_CHECK_CHUNK):
-            chunk = names[start:start + CROSS_CHECK_CHUNK]
+            chunk = names[start : start + CROSS_CHECK_CHUNK]
             keyed = []
             for key, name in enumerate(chunk):
-                variants = {name, search_name(name, country.label),
-                            " ".join(transliterate(name, country.label).split())}
+                variants = {
+                    name,
+                    search_name(name, country.label),
+                    " ".join(transliterate(name, country.label).split()),
+                }
                 keyed += [(key, v) for v in sorted(variants)]
             try:
                 rows = await self.select(match_query(keyed, country.qid, country.languages))
@@ -245,8 +273,12 @@ class Wikidata:
             for row in rows:
                 try:
                     key = int(row["key"])
-                    candidate = (row.get("citizen") in ("true", "1"), _int(row.get("links")),
-                                 _qid(row["person"]), _portrait(row.get("image")))
+                    candidate = (
+                        row.get("citizen") in ("true", "1"),
+                        _int(row.get("links")),
+                        _qid(row["person"]),
+                        _portrait(row.get("image")),
+                    )
                 except (KeyError, ValueError, WikidataError):
                     continue
                 if 0 <= key < len(chunk) and (key not in best or candidate[:2] > best[key][:2]):
@@ -271,8 +303,10 @@ def _bindings(body: bytes) -> list[dict[str, str]]:
         rows = data["results"]["bindings"]
         return [{var: cell["value"] for var, cell in row.items()} for row in rows]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise _BadAnswer(f"not a SPARQL JSON result ({type(exc).__name__}: "
-                         f"{body[:80].decode('utf-8', 'replace')!r})") from None
+        raise _BadAnswer(
+            f"not a SPARQL JSON result ({type(exc).__name__}: "
+            f"{body[:80].decode('utf-8', 'replace')!r})"
+        ) from None
 
 
 def _int(value: str | None) -> int:
@@ -292,18 +326,20 @@ def _retry_after(value: str | None) -> float | None:
 def _backoff(base: float, attempt: int, retry_after: float | None) -> float:
     if retry_after is not None:
         return retry_after
-    return base * (2 ** attempt) * random.uniform(0.75, 1.25)
+    return base * (2**attempt) * random.uniform(0.75, 1.25)
 
 
 async def plan_country(cfg: Config, country: str, occupations: list[str], count: int) -> Plan:
     """The `--source wikidata` plan: the most-linked people per occupation."""
     async with Wikidata(cfg) as wd:
         place = await wd.resolve_country(country)
-        occ_items = await gather_all([wd.resolve_occupation(o) for o in occupations],
-                                     CONCURRENCY)
+        occ_items = await gather_all([wd.resolve_occupation(o) for o in occupations], CONCURRENCY)
         lists = await gather_all([wd.people(place, o, count) for o in occ_items], CONCURRENCY)
-    found = [Found(p.name, occ, p.qid, p.portrait_url, None)
-             for occ, people in zip(occupations, lists) for p in people]
+    found = [
+        Found(p.name, occ, p.qid, p.portrait_url, None)
+        for occ, people in zip(occupations, lists)
+        for p in people
+    ]
     plan = build_plan(place.label, "wikidata", found)
     for occ, people in zip(occupations, lists):
         if not people:

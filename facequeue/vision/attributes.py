@@ -5,6 +5,7 @@ Pure functions on BGR uint8 arrays and full-resolution face boxes; they run in t
 worker processes (called from ``metadata.describe_image``). Every function returns plain
 JSON-able values. Methods and thresholds are documented in docs/metadata.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -89,15 +90,25 @@ def skin_from_pixels(region: np.ndarray, min_skin_fraction: float = 0.25) -> dic
         band = lab
     L, a, b = (float(v) for v in band.mean(axis=0))
     ita = ita_degrees(L, b)
-    return {"category": ita_category(ita), "ita": round(ita, 2), "lab": [round(L, 2), round(a, 2), round(b, 2)],
-            "pixels": int(len(band)), "method": method}
+    return {
+        "category": ita_category(ita),
+        "ita": round(ita, 2),
+        "lab": [round(L, 2), round(a, 2), round(b, 2)],
+        "pixels": int(len(band)),
+        "method": method,
+    }
 
 
 def skin_tone(img: np.ndarray, face: Any) -> dict[str, Any] | None:
     """Skin tone of a face: the inner box (15-85% width, 10-90% height: cheeks, forehead,
     nose) through ``skin_from_pixels``. None when the region is too small."""
-    region = _box_region(img, face.x + 0.15 * face.w, face.y + 0.10 * face.h,
-                         face.x + 0.85 * face.w, face.y + 0.90 * face.h)
+    region = _box_region(
+        img,
+        face.x + 0.15 * face.w,
+        face.y + 0.10 * face.h,
+        face.x + 0.85 * face.w,
+        face.y + 0.90 * face.h,
+    )
     if region is None or region.shape[0] * region.shape[1] < 16:
         return None
     return skin_from_pixels(region)
@@ -133,8 +144,13 @@ def hair_colour(img: np.ndarray, face: Any, skin_lab: list[float] | None) -> dic
     its top, 10-90% of its width), skipping pixels within Delta-E 15 of the measured skin
     colour (forehead). The median colour of what is left is named by ``hair_label``.
     None (with no guess) when the band leaves the image or too little non-skin remains."""
-    region = _box_region(img, face.x + 0.10 * face.w, face.y - 0.60 * face.h,
-                         face.x + 0.90 * face.w, face.y - 0.15 * face.h)
+    region = _box_region(
+        img,
+        face.x + 0.10 * face.w,
+        face.y - 0.60 * face.h,
+        face.x + 0.90 * face.w,
+        face.y - 0.15 * face.h,
+    )
     if region is None:
         return None
     lab = bgr_to_lab(region.reshape(-1, 3))
@@ -144,8 +160,11 @@ def hair_colour(img: np.ndarray, face: Any, skin_lab: list[float] | None) -> dic
             return None  # mostly skin: bald, or the box sits low on the forehead
         lab = lab[keep]
     L, a, b = (float(v) for v in np.median(lab, axis=0))
-    return {"label": hair_label(L, a, b), "lab": [round(L, 2), round(a, 2), round(b, 2)],
-            "pixels": int(len(lab))}
+    return {
+        "label": hair_label(L, a, b),
+        "lab": [round(L, 2), round(a, 2), round(b, 2)],
+        "pixels": int(len(lab)),
+    }
 
 
 # ----------------------------------------------------------------------------- colour statistics
@@ -171,13 +190,25 @@ def dominant_colours(img: np.ndarray, k: int = 5, sample_side: int = 64) -> list
     out = []
     for idx in np.argsort(-counts):
         b, g, r = (int(round(v)) for v in np.clip(centers[idx], 0, 255))
-        out.append({"bgr": [b, g, r], "hex": f"#{r:02x}{g:02x}{b:02x}",
-                    "fraction": round(float(counts[idx]) / len(data), 4)})
+        out.append(
+            {
+                "bgr": [b, g, r],
+                "hex": f"#{r:02x}{g:02x}{b:02x}",
+                "fraction": round(float(counts[idx]) / len(data), 4),
+            }
+        )
     return out
 
 
 # ----------------------------------------------------------------------------- age and sex
-AGE_BUCKETS = ((13, "0-12"), (20, "13-19"), (30, "20-29"), (40, "30-39"), (50, "40-49"), (60, "50-59"))
+AGE_BUCKETS = (
+    (13, "0-12"),
+    (20, "13-19"),
+    (30, "20-29"),
+    (40, "30-39"),
+    (50, "40-49"),
+    (60, "50-59"),
+)
 AGE_GROUPS = ("child", "teen", "young_adult", "adult", "senior")
 
 # DeepFace's weight file per engine (it picks the engine from DEEPFACE_BACKEND_ENGINE).
@@ -228,8 +259,11 @@ def demographics_available(deepface_home: str | os.PathLike) -> tuple[bool, str 
     wdir = Path(deepface_home) / ".deepface" / "weights"
     missing = [f for f in files if not (wdir / f).is_file()]
     if missing:
-        result = (False, f"DeepFace {engine} weights not found: {', '.join(str(wdir / f) for f in missing)} "
-                         f"(see docs/metadata.md, 'Age and sex')")
+        result = (
+            False,
+            f"DeepFace {engine} weights not found: {', '.join(str(wdir / f) for f in missing)} "
+            f"(see docs/metadata.md, 'Age and sex')",
+        )
     else:
         result = (True, None)
     _DEMO_STATE[("avail", key)] = result
@@ -242,24 +276,50 @@ def demographics(face_bgr: np.ndarray | None, deepface_home: str | os.PathLike) 
     model fails; values are never guessed."""
     ok, reason = demographics_available(deepface_home)
     if not ok:
-        return {"available": False, "reason": reason, "age": None, "sex": None, "sex_confidence": None}
+        return {
+            "available": False,
+            "reason": reason,
+            "age": None,
+            "sex": None,
+            "sex_confidence": None,
+        }
     if face_bgr is None:
-        return {"available": False, "reason": "no face to analyse", "age": None, "sex": None,
-                "sex_confidence": None}
+        return {
+            "available": False,
+            "reason": "no face to analyse",
+            "age": None,
+            "sex": None,
+            "sex_confidence": None,
+        }
     try:
         from deepface import DeepFace
 
-        res = DeepFace.analyze(img_path=face_bgr, actions=("age", "gender"), detector_backend="skip",
-                               enforce_detection=False, silent=True)
+        res = DeepFace.analyze(
+            img_path=face_bgr,
+            actions=("age", "gender"),
+            detector_backend="skip",
+            enforce_detection=False,
+            silent=True,
+        )
         obj = res[0] if isinstance(res, list) else res
         sex_label = obj.get("dominant_gender")
         sex = {"Man": "male", "Woman": "female"}.get(sex_label)
         conf = obj.get("gender", {}).get(sex_label) if sex_label else None
-        return {"available": True, "reason": None, "age": int(obj["age"]), "sex": sex,
-                "sex_confidence": None if conf is None else round(float(conf) / 100.0, 4),
-                "engine": os.environ.get("DEEPFACE_BACKEND_ENGINE", "onnx")}
+        return {
+            "available": True,
+            "reason": None,
+            "age": int(obj["age"]),
+            "sex": sex,
+            "sex_confidence": None if conf is None else round(float(conf) / 100.0, 4),
+            "engine": os.environ.get("DEEPFACE_BACKEND_ENGINE", "onnx"),
+        }
     except Exception as exc:  # missing weights raced away, model error: say so, never guess
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         _DEMO_STATE[("avail", str(deepface_home))] = (False, f"DeepFace.analyze failed: {msg}")
-        return {"available": False, "reason": f"DeepFace.analyze failed: {msg}", "age": None, "sex": None,
-                "sex_confidence": None}
+        return {
+            "available": False,
+            "reason": f"DeepFace.analyze failed: {msg}",
+            "age": None,
+            "sex": None,
+            "sex_confidence": None,
+        }

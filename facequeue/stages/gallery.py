@@ -13,6 +13,7 @@
   other identity, and flags people whose images sit closer to someone else (mislabelled or
   duplicated identities). Identities near the new one are re-tested too.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,20 +28,21 @@ from typing import Any
 import numpy as np
 import structlog
 
-from . import layout
-from .files import atomic_write_bytes
-from .recognize import GalleryIndex, Identity, threshold_from_config
-from .store import Q, Store
+from facequeue import layout
+from facequeue.files import atomic_write_bytes
+from facequeue.store import Q, Store
+from facequeue.vision.recognize import GalleryIndex, Identity, threshold_from_config
 
-log = structlog.get_logger("facequeue.gallery")
+log = structlog.get_logger("facequeue.stages.gallery")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
-MIN_TOP1 = 0.8            # below this share of own nearest neighbours, a person is flagged
-DUPLICATE_TOP1 = 0.5      # below this, and near another identity: probably the same person
-MAX_RETESTS = 50          # identities re-tested after one promotion, nearest first
+MIN_TOP1 = 0.8  # below this share of own nearest neighbours, a person is flagged
+DUPLICATE_TOP1 = 0.5  # below this, and near another identity: probably the same person
+MAX_RETESTS = 50  # identities re-tested after one promotion, nearest first
 
-_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = \
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
+)
 
 
 def _promote_lock() -> asyncio.Lock:
@@ -52,6 +54,7 @@ def _promote_lock() -> asyncio.Lock:
 
 
 # -------------------------------------------------------------------------- names on disk
+
 
 def gallery_folder(cfg: Any, person: dict) -> Path:
     return cfg.gallery_dir / layout.person_folder(person)
@@ -109,8 +112,15 @@ def _place_files(cfg: Any, person: dict, accepted: list[dict]) -> tuple[list[Pla
         dest = folder / gallery_file_name(person, img["id"], src.suffix)
         if not (dest.is_file() and sha256_file(dest) == digest):
             _atomic_write(dest, data)
-        planned.append(Planned(img["id"], layout.relative(cfg, dest), digest,
-                               bytes(img["embedding"]), int(img.get("is_reference") or 0)))
+        planned.append(
+            Planned(
+                img["id"],
+                layout.relative(cfg, dest),
+                digest,
+                bytes(img["embedding"]),
+                int(img.get("is_reference") or 0),
+            )
+        )
     return planned, skipped
 
 
@@ -123,7 +133,9 @@ def _sweep_folder(cfg: Any, folder: Path, keep: set[str]) -> int:
         if not path.is_file():
             continue
         is_tmp = path.name.startswith(".") and path.name.endswith(".tmp")
-        if (is_tmp or path.suffix.lower() in IMAGE_SUFFIXES) and layout.relative(cfg, path) not in keep:
+        if (is_tmp or path.suffix.lower() in IMAGE_SUFFIXES) and layout.relative(
+            cfg, path
+        ) not in keep:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -135,6 +147,7 @@ def _remove_folder(folder: Path) -> None:
 
 
 # -------------------------------------------------------------------------- promote
+
 
 async def promote_person(cfg: Any, store: Store, person: dict) -> tuple[str, str | None]:
     """Promote one curated person, or park them as insufficient. Idempotent.
@@ -150,14 +163,21 @@ async def _promote(cfg: Any, store: Store, person: dict) -> tuple[str, str | Non
     plog = log.bind(person_id=pid)
     accepted = [dict(r) for r in await store.query("gallery_accepted_images", person_id=pid)]
     minimum = cfg.gallery.min_images
-    usable = [a for a in accepted if a.get("crop_path") and a.get("embedding") is not None
-              and layout.absolute(cfg, a["crop_path"]).is_file()]
+    usable = [
+        a
+        for a in accepted
+        if a.get("crop_path")
+        and a.get("embedding") is not None
+        and layout.absolute(cfg, a["crop_path"]).is_file()
+    ]
     if len(usable) <= minimum:
         await _remove_from_gallery(cfg, store, person)
         reason = f"{len(usable)} accepted faces, need more than {minimum}"
         if len(usable) != len(accepted):
             reason += f" ({len(accepted) - len(usable)} accepted without a crop file or embedding)"
-        plog.info("gallery_insufficient", accepted=len(accepted), usable=len(usable), minimum=minimum)
+        plog.info(
+            "gallery_insufficient", accepted=len(accepted), usable=len(usable), minimum=minimum
+        )
         return "insufficient", reason
 
     planned, skipped = await asyncio.to_thread(_place_files, cfg, person, usable)
@@ -172,23 +192,47 @@ async def _promote(cfg: Any, store: Store, person: dict) -> tuple[str, str | Non
     old = await store.query("gallery_person", person_id=pid)
     keep_ids = {p.image_id for p in planned}
     async with store.transaction() as conn:
-        await conn.execute(Q["gallery_upsert_person"], {
-            "person_id": pid, "folder": layout.relative(cfg, folder), "images": len(planned),
-            "model": cfg.analysis.model, "metric": metric, "threshold": threshold})
+        await conn.execute(
+            Q["gallery_upsert_person"],
+            {
+                "person_id": pid,
+                "folder": layout.relative(cfg, folder),
+                "images": len(planned),
+                "model": cfg.analysis.model,
+                "metric": metric,
+                "threshold": threshold,
+            },
+        )
         cur = await conn.execute(Q["gallery_images_of"], {"person_id": pid})
         for row in await cur.fetchall():
             if row["image_id"] not in keep_ids:
                 await conn.execute(Q["gallery_delete_image"], {"id": row["id"]})
-        await conn.executemany(Q["gallery_upsert_image"], [
-            {"person_id": pid, "image_id": p.image_id, "path": p.rel_path, "sha256": p.sha256,
-             "embedding": p.embedding, "is_reference": p.is_reference} for p in planned])
+        await conn.executemany(
+            Q["gallery_upsert_image"],
+            [
+                {
+                    "person_id": pid,
+                    "image_id": p.image_id,
+                    "path": p.rel_path,
+                    "sha256": p.sha256,
+                    "embedding": p.embedding,
+                    "is_reference": p.is_reference,
+                }
+                for p in planned
+            ],
+        )
     # rows are committed: files nobody points at can go (a crash here leaves only orphans,
     # which the next promotion sweeps)
     removed = await asyncio.to_thread(_sweep_folder, cfg, folder, {p.rel_path for p in planned})
     if old and old[0]["folder"] != layout.relative(cfg, folder):
         await asyncio.to_thread(_remove_folder, layout.absolute(cfg, old[0]["folder"]))
-    plog.info("gallery_promoted", images=len(planned), skipped=len(skipped), removed_files=removed,
-              folder=str(folder))
+    plog.info(
+        "gallery_promoted",
+        images=len(planned),
+        skipped=len(skipped),
+        removed_files=removed,
+        folder=str(folder),
+    )
     await self_test(cfg, store, pid)
     return "promoted", None
 
@@ -220,14 +264,18 @@ async def forget_person(cfg: Any, store: Store, person_row: dict) -> None:
 
 # -------------------------------------------------------------------------- index + self-test
 
+
 async def load_index(cfg: Any, store: Store) -> GalleryIndex:
     """Every gallery embedding, loaded once into one matrix."""
     metric, threshold = threshold_from_config(cfg)
-    idents = {r["person_id"]: Identity(r["person_id"], r["name"], r["country"], r["folder"])
-              for r in await store.query("gallery_identities")}
+    idents = {
+        r["person_id"]: Identity(r["person_id"], r["name"], r["country"], r["folder"])
+        for r in await store.query("gallery_identities")
+    }
     rows = [(r[0], r[1], r[2]) for r in await store.query("gallery_all_embeddings")]
-    return await asyncio.to_thread(GalleryIndex.from_rows, rows, idents, metric,
-                                   cfg.analysis.model, threshold)
+    return await asyncio.to_thread(
+        GalleryIndex.from_rows, rows, idents, metric, cfg.analysis.model, threshold
+    )
 
 
 @dataclass(frozen=True)
@@ -258,10 +306,10 @@ def leave_one_out(index: GalleryIndex, person_id: int) -> tuple[SelfTest, np.nda
     n = rows.stop - rows.start
     if n == 0:
         raise ValueError(f"person {person_id} has no gallery images")
-    dist = index.distances(index.matrix[rows])                 # (n, N)
-    dist[np.arange(n), np.arange(rows.start, rows.stop)] = np.inf   # leave each image out
+    dist = index.distances(index.matrix[rows])  # (n, N)
+    dist[np.arange(n), np.arange(rows.start, rows.stop)] = np.inf  # leave each image out
     own = dist[:, rows].min(axis=1) if n > 1 else np.full(n, np.inf)
-    per_ident = index.per_identity_min(dist)                   # (n, identities)
+    per_ident = index.per_identity_min(dist)  # (n, identities)
     me = int(np.flatnonzero(index.block_ids == person_id)[0])
     others = per_ident.copy()
     others[:, me] = np.inf
@@ -270,11 +318,11 @@ def leave_one_out(index: GalleryIndex, person_id: int) -> tuple[SelfTest, np.nda
     top1 = float(hits.mean())
     nearest_other_id = other_d = None
     if others.shape[1] > 1:
-        nearest_each = others.argmin(axis=1)                # per query: the nearest other identity
-        if (~hits).any():                                   # the identity most misses went to
+        nearest_each = others.argmin(axis=1)  # per query: the nearest other identity
+        if (~hits).any():  # the identity most misses went to
             k = int(np.bincount(nearest_each[~hits]).argmax())
-        else:                                               # else the closest on average
-            k = int(np.argmin(others.mean(axis=0)))         # (own column is inf)
+        else:  # else the closest on average
+            k = int(np.argmin(others.mean(axis=0)))  # (own column is inf)
         nearest_other_id = int(index.block_ids[k])
         other_d = _median(others[:, k])
     own_d = _median(own)
@@ -284,21 +332,36 @@ def leave_one_out(index: GalleryIndex, person_id: int) -> tuple[SelfTest, np.nda
         name = index.identities.get(nearest_other_id, Identity(nearest_other_id, "?", "")).name
         misses = int((~hits).sum())
         if top1 < DUPLICATE_TOP1 and other_d is not None and other_d <= index.threshold:
-            reason = (f"possible duplicate identity: {misses}/{n} images are nearer to "
-                      f"{name} (id {nearest_other_id}, median distance {other_d:.3f})")
+            reason = (
+                f"possible duplicate identity: {misses}/{n} images are nearer to "
+                f"{name} (id {nearest_other_id}, median distance {other_d:.3f})"
+            )
         else:
-            reason = (f"possibly mislabelled images: {misses}/{n} are nearer to another "
-                      f"identity, most of all {name} (id {nearest_other_id})")
+            reason = (
+                f"possibly mislabelled images: {misses}/{n} are nearer to another "
+                f"identity, most of all {name} (id {nearest_other_id})"
+            )
         flagged = True
     elif margin is not None and margin <= 0:
         flagged, reason = True, f"no margin to the nearest other identity (margin {margin:.3f})"
-    test = SelfTest(person_id, n, round(top1, 4), int((~hits).sum()), own_d, nearest_other_id,
-                    other_d, margin, flagged, reason)
+    test = SelfTest(
+        person_id,
+        n,
+        round(top1, 4),
+        int((~hits).sum()),
+        own_d,
+        nearest_other_id,
+        other_d,
+        margin,
+        flagged,
+        reason,
+    )
     return test, per_ident.min(axis=0)
 
 
-async def self_test(cfg: Any, store: Store, person_id: int | None,
-                    only: list[int] | None = None) -> list[SelfTest]:
+async def self_test(
+    cfg: Any, store: Store, person_id: int | None, only: list[int] | None = None
+) -> list[SelfTest]:
     """Test `person_id` (and identities near it), or just the ids in `only`; store results."""
     index = await load_index(cfg, store)
     if not len(index):
@@ -319,7 +382,7 @@ async def self_test(cfg: Any, store: Store, person_id: int | None,
                 limit = max(index.threshold * 1.25, math.inf if current is None else current)
                 if p != person_id and d <= limit:
                     stale.append((d, p))
-            todo += [p for _, p in sorted(stale)[:MAX_RETESTS]]   # the nearest first, bounded
+            todo += [p for _, p in sorted(stale)[:MAX_RETESTS]]  # the nearest first, bounded
         for pid in dict.fromkeys(todo):
             if index.rows_of(pid).stop:
                 results.append(leave_one_out(index, pid)[0])
@@ -327,15 +390,32 @@ async def self_test(cfg: Any, store: Store, person_id: int | None,
 
     results = await asyncio.to_thread(run)
     async with store.transaction() as conn:
-        await conn.executemany(Q["gallery_self_test"], [{
-            "person_id": t.person_id, "top1": t.top1, "misses": t.misses,
-            "own_distance": t.own_distance, "nearest_other_person_id": t.nearest_other_person_id,
-            "nearest_other_distance": t.nearest_other_distance, "margin": t.margin,
-            "flagged": int(t.flagged), "flag_reason": t.flag_reason} for t in results])
+        await conn.executemany(
+            Q["gallery_self_test"],
+            [
+                {
+                    "person_id": t.person_id,
+                    "top1": t.top1,
+                    "misses": t.misses,
+                    "own_distance": t.own_distance,
+                    "nearest_other_person_id": t.nearest_other_person_id,
+                    "nearest_other_distance": t.nearest_other_distance,
+                    "margin": t.margin,
+                    "flagged": int(t.flagged),
+                    "flag_reason": t.flag_reason,
+                }
+                for t in results
+            ],
+        )
     for t in results:
         if t.flagged:
-            log.warning("gallery_self_test_flagged", person_id=t.person_id, reason=t.flag_reason,
-                        top1=t.top1, margin=t.margin)
+            log.warning(
+                "gallery_self_test_flagged",
+                person_id=t.person_id,
+                reason=t.flag_reason,
+                top1=t.top1,
+                margin=t.margin,
+            )
         else:
             log.info("gallery_self_test", person_id=t.person_id, top1=t.top1, margin=t.margin)
     return results

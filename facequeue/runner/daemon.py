@@ -3,6 +3,7 @@
 A slot of the people-in-flight semaphore is taken *before* a claim, so the daemon never
 holds a lease on work it cannot start. Signal handlers only set an event.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,17 +13,17 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import structlog
 
-from .config import Config
-from .errors import FacequeueError, LeaseLost, PermanentStageError
-from .pipeline import Pipeline, Resources, StageFn, Stages
-from .store import Store
+from facequeue.config import Config
+from facequeue.errors import FacequeueError, LeaseLost, PermanentStageError
+from facequeue.runner.pipeline import Pipeline, Resources, StageFn, Stages
+from facequeue.store import Store
 
-log = structlog.get_logger("facequeue.daemon")
+log = structlog.get_logger("facequeue.runner.daemon")
 
 StagesFactory = Callable[[Config, Store, Resources], dict[str, StageFn]]
 
@@ -38,8 +39,13 @@ def backoff_delay(cfg: Config, attempts: int) -> float:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, store: Store, stages_factory: StagesFactory = real_stages,
-                 only_ids: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        stages_factory: StagesFactory = real_stages,
+        only_ids: list[int] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -61,8 +67,14 @@ class Daemon:
         await self.store.register_daemon(self.owner, os.getpid(), socket.gethostname())
         reclaimed = await self.store.reclaim_expired()
         _sweep_tmp(self.cfg.tmp_dir)
-        log.info("daemon_started", owner=self.owner, once=once, reclaimed=len(reclaimed),
-                 people_in_flight=self.cfg.queue.people_in_flight, db=str(self.cfg.db_path))
+        log.info(
+            "daemon_started",
+            owner=self.owner,
+            once=once,
+            reclaimed=len(reclaimed),
+            people_in_flight=self.cfg.queue.people_in_flight,
+            db=str(self.cfg.db_path),
+        )
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         try:
             await self._claim_loop(once)
@@ -94,8 +106,9 @@ class Daemon:
                 # Sleep until the poll interval passes, a person finishes or we are stopped.
                 waiters = [self.stop.wait(), asyncio.sleep(self.cfg.queue.poll_s)]
                 if self.tasks:
-                    waiters.append(asyncio.wait(list(self.tasks.values()),
-                                                return_when=asyncio.FIRST_COMPLETED))
+                    waiters.append(
+                        asyncio.wait(list(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
+                    )
                 await _wait_any(*waiters)
                 continue
             task = asyncio.create_task(self._work(person, slots), name=f"person-{person['id']}")
@@ -119,8 +132,9 @@ class Daemon:
         if self.only_ids is None:
             return await self.store.claim(self.owner, self.cfg.queue.lease_s)
         while self.only_ids:
-            person = await self.store.claim_specific(self.only_ids.pop(0), self.owner,
-                                                     self.cfg.queue.lease_s)
+            person = await self.store.claim_specific(
+                self.only_ids.pop(0), self.owner, self.cfg.queue.lease_s
+            )
             if person:
                 return person
         return None
@@ -149,13 +163,20 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - any stage error is retried with backoff
                 delay = backoff_delay(self.cfg, person["attempts"])
                 error = _one_line(exc)
-                result = await asyncio.shield(self.store.fail_attempt(
-                    pid, self.owner, error, self.cfg.queue.max_attempts, delay))
+                result = await asyncio.shield(
+                    self.store.fail_attempt(
+                        pid, self.owner, error, self.cfg.queue.max_attempts, delay
+                    )
+                )
                 state = result[0] if result else "lost"
                 event = "person_failed" if state == "failed" else "person_retry_scheduled"
-                log.warning(event, error=error, attempts=result[1] if result else None,
-                            retry_in_s=round(delay, 1) if state == "queued" else None,
-                            exc_info=not isinstance(exc, FacequeueError))
+                log.warning(
+                    event,
+                    error=error,
+                    attempts=result[1] if result else None,
+                    retry_in_s=round(delay, 1) if state == "queued" else None,
+                    exc_info=not isinstance(exc, FacequeueError),
+                )
             finally:
                 self.tasks.pop(pid, None)
                 slots.release()
@@ -187,8 +208,9 @@ class Daemon:
         if not self.tasks:
             return
         log.info("shutdown_waiting", in_flight=len(self.tasks), grace_s=self.cfg.queue.grace_s)
-        done, pending = await asyncio.wait(list(self.tasks.values()),
-                                           timeout=self.cfg.queue.grace_s)
+        done, pending = await asyncio.wait(
+            list(self.tasks.values()), timeout=self.cfg.queue.grace_s
+        )
         for task in pending:
             task.cancel()
         if pending:
@@ -196,8 +218,12 @@ class Daemon:
             log.info("shutdown_released", people=len(pending))
 
 
-async def run_daemon(cfg: Config, once: bool = False, stages_factory: StagesFactory = real_stages,
-                     only_ids: list[int] | None = None) -> int:
+async def run_daemon(
+    cfg: Config,
+    once: bool = False,
+    stages_factory: StagesFactory = real_stages,
+    only_ids: list[int] | None = None,
+) -> int:
     store = await Store.open(cfg.db_path)
     try:
         return await Daemon(cfg, store, stages_factory, only_ids).run(once=once)

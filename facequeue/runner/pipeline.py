@@ -5,27 +5,29 @@ a tuple ends the person at rest (promoted, insufficient, no_consensus). Every st
 idempotent: after a crash the person resumes at the first stage not recorded as done and
 that stage only redoes what its rows say is unfinished.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Optional
+from typing import Optional
 
 import structlog
 
-from . import layout
-from .config import Config
-from .errors import PermanentStageError
-from .files import atomic_copy
-from .store import Store
+from facequeue import layout
+from facequeue.config import Config
+from facequeue.errors import PermanentStageError
+from facequeue.files import atomic_copy
+from facequeue.store import Store
 
 STAGES = ("search", "download", "analyze", "curate", "promote")
-StageResult = Optional[tuple[str, Optional[str]]]
+StageResult = Optional[tuple[str, str | None]]
 StageFn = Callable[[dict], Awaitable[StageResult]]
 
-log = structlog.get_logger("facequeue.pipeline")
+log = structlog.get_logger("facequeue.runner.pipeline")
 
 
 def next_stage(stage: str) -> str:
@@ -77,7 +79,8 @@ class Resources:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def downloader(self):
-        from . import download
+        from facequeue.stages import download
+
         async with self._lock:
             if self._downloader is None:
                 self._session = download.make_session(self.cfg)
@@ -85,7 +88,8 @@ class Resources:
             return self._downloader
 
     async def provider(self):
-        from . import search
+        from facequeue.stages import search
+
         await self.downloader()
         async with self._lock:
             if self._provider is None:
@@ -93,12 +97,14 @@ class Resources:
             return self._provider
 
     async def pool(self):
-        from . import analyze
+        from facequeue.vision import analyze
+
         async with self._lock:
             if self._pool is None:
                 settings = analyze.AnalysisSettings.from_config(self.cfg)
                 self._pool = await asyncio.to_thread(
-                    analyze.AnalysisPool, settings, self.cfg.analysis.workers)
+                    analyze.AnalysisPool, settings, self.cfg.analysis.workers
+                )
             return self._pool
 
     async def close(self) -> None:
@@ -117,26 +123,60 @@ class Stages:
         self.cfg, self.store, self.res = cfg, store, res
 
     def mapping(self) -> dict[str, StageFn]:
-        return {"search": self.search, "download": self.download, "analyze": self.analyze,
-                "curate": self.curate, "promote": self.promote}
+        return {
+            "search": self.search,
+            "download": self.download,
+            "analyze": self.analyze,
+            "curate": self.curate,
+            "promote": self.promote,
+        }
 
     # -- search --------------------------------------------------------------------------
     async def search(self, person: dict) -> StageResult:
-        from .search import PersonQuery
+        from facequeue.stages.search import PersonQuery
+
         provider = await self.res.provider()
-        query = PersonQuery(name=person["name"], slug=person["slug"], country=person["country"],
-                            occupation=person["occupation"], search_name=person["search_name"])
+        query = PersonQuery(
+            name=person["name"],
+            slug=person["slug"],
+            country=person["country"],
+            occupation=person["occupation"],
+            search_name=person["search_name"],
+        )
         results = await provider.search(query)
-        rows = [dict(person_id=person["id"], provider=r.provider, rank=r.rank, url=r.url,
-                     thumbnail_url=r.thumbnail_url, page_url=r.page_url, title=r.title,
-                     license=r.license, author=r.author, width=r.width, height=r.height)
-                for r in results]
+        rows = [
+            dict(
+                person_id=person["id"],
+                provider=r.provider,
+                rank=r.rank,
+                url=r.url,
+                thumbnail_url=r.thumbnail_url,
+                page_url=r.page_url,
+                title=r.title,
+                license=r.license,
+                author=r.author,
+                width=r.width,
+                height=r.height,
+            )
+            for r in results
+        ]
         if person.get("portrait_url"):
             # A known portrait (Wikidata P18) anchors reference selection at curation.
-            rows.append(dict(person_id=person["id"], provider="portrait", rank=0,
-                             url=person["portrait_url"], thumbnail_url=None, page_url=None,
-                             title="portrait", license=None, author=None, width=None,
-                             height=None))
+            rows.append(
+                dict(
+                    person_id=person["id"],
+                    provider="portrait",
+                    rank=0,
+                    url=person["portrait_url"],
+                    thumbnail_url=None,
+                    page_url=None,
+                    title="portrait",
+                    license=None,
+                    author=None,
+                    width=None,
+                    height=None,
+                )
+            )
         await self.store.insert_images(rows)
         log.info("search_results", provider=provider.name, results=len(results))
         return None
@@ -154,15 +194,27 @@ class Stages:
                 outcome = await downloader.fetch(img["url"], raw_dir)
             if outcome.ok:
                 await self.store.update_image(
-                    "image_downloaded", id=img["id"], sha256=outcome.sha256,
-                    raw_path=layout.relative(self.cfg, outcome.path), final_url=outcome.final_url,
-                    content_type=outcome.content_type, bytes=outcome.size, width=outcome.width,
-                    height=outcome.height, format=outcome.format)
+                    "image_downloaded",
+                    id=img["id"],
+                    sha256=outcome.sha256,
+                    raw_path=layout.relative(self.cfg, outcome.path),
+                    final_url=outcome.final_url,
+                    content_type=outcome.content_type,
+                    bytes=outcome.size,
+                    width=outcome.width,
+                    height=outcome.height,
+                    format=outcome.format,
+                )
             else:
-                log.info("image_rejected", image_id=img["id"], reason=outcome.reason,
-                         detail=outcome.detail)
-                await self.store.update_image("image_rejected", id=img["id"],
-                                              reason=outcome.reason, detail=outcome.detail)
+                log.info(
+                    "image_rejected",
+                    image_id=img["id"],
+                    reason=outcome.reason,
+                    detail=outcome.detail,
+                )
+                await self.store.update_image(
+                    "image_rejected", id=img["id"], reason=outcome.reason, detail=outcome.detail
+                )
 
         await asyncio.gather(*(one(img) for img in pending))
         return None
@@ -185,36 +237,69 @@ class Stages:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 await pool.crop(str(raw), fa.faces[0], margin, str(dest))
                 face_path = layout.relative(self.cfg, dest)
-            log.debug("image_analyzed", image_id=img["id"], status=fa.status,
-                      faces=len(fa.faces), timings=fa.timings)
+            log.debug(
+                "image_analyzed",
+                image_id=img["id"],
+                status=fa.status,
+                faces=len(fa.faces),
+                timings=fa.timings,
+            )
             await self.store.update_image(
-                "image_analyzed", id=img["id"], analysis_status=fa.status, detail=fa.detail,
-                faces_json=json.dumps([[f.x, f.y, f.w, f.h, round(f.confidence, 4)]
-                                       for f in fa.faces]),
-                face_count=len(fa.faces), blur=fa.blur, brightness=fa.brightness,
-                contrast=fa.contrast, embedding=fa.embedding, phash=fa.phash,
-                timings_json=json.dumps(fa.timings), face_path=face_path)
+                "image_analyzed",
+                id=img["id"],
+                analysis_status=fa.status,
+                detail=fa.detail,
+                faces_json=json.dumps(
+                    [[f.x, f.y, f.w, f.h, round(f.confidence, 4)] for f in fa.faces]
+                ),
+                face_count=len(fa.faces),
+                blur=fa.blur,
+                brightness=fa.brightness,
+                contrast=fa.contrast,
+                embedding=fa.embedding,
+                phash=fa.phash,
+                timings_json=json.dumps(fa.timings),
+                face_path=face_path,
+            )
 
         await asyncio.gather(*(one(img) for img in todo))
         return None
 
     # -- curate --------------------------------------------------------------------------
     async def curate(self, person: dict) -> StageResult:
-        from . import curate as curation
-        from .analyze import Face, FaceAnalysis
-        rows = [r for r in await self.store.images_of(person["id"])
-                if r["analysis_status"] is not None]
+        from facequeue.stages import curate as curation
+        from facequeue.vision.analyze import Face, FaceAnalysis
+
+        rows = [
+            r for r in await self.store.images_of(person["id"]) if r["analysis_status"] is not None
+        ]
         candidates = []
         for r in rows:
-            faces = tuple(Face(int(b[0]), int(b[1]), int(b[2]), int(b[3]), float(b[4]))
-                          for b in json.loads(r["faces_json"] or "[]"))
-            fa = FaceAnalysis(status=r["analysis_status"], detail=r["detail"],
-                              width=r["width"] or 0, height=r["height"] or 0, faces=faces,
-                              blur=r["blur"], brightness=r["brightness"], contrast=r["contrast"],
-                              embedding=r["embedding"], phash=r["phash"],
-                              timings=json.loads(r["timings_json"] or "{}"))
-            candidates.append(curation.Candidate(image_id=r["id"], rank=r["rank"], analysis=fa,
-                                                 anchor=r["provider"] == "portrait"))
+            faces = tuple(
+                Face(int(b[0]), int(b[1]), int(b[2]), int(b[3]), float(b[4]))
+                for b in json.loads(r["faces_json"] or "[]")
+            )
+            fa = FaceAnalysis(
+                status=r["analysis_status"],
+                detail=r["detail"],
+                width=r["width"] or 0,
+                height=r["height"] or 0,
+                faces=faces,
+                blur=r["blur"],
+                brightness=r["brightness"],
+                contrast=r["contrast"],
+                embedding=r["embedding"],
+                phash=r["phash"],
+                timings=json.loads(r["timings_json"] or "{}"),
+            )
+            candidates.append(
+                curation.Candidate(
+                    image_id=r["id"],
+                    rank=r["rank"],
+                    analysis=fa,
+                    anchor=r["provider"] == "portrait",
+                )
+            )
         params = curation.CurationParams.from_config(self.cfg)
         result = curation.curate(candidates, params)
         by_id = {r["id"]: r for r in rows}
@@ -228,36 +313,54 @@ class Stages:
                 writes.append(self._write_accepted(person, row, dest, d))
                 crop_rel = layout.relative(self.cfg, dest)
                 keep.update({dest.name, dest.with_suffix(".json").name})
-            updates.append(dict(id=d.image_id, state=d.state, reason=d.reason,
-                                detail=row["detail"] if d.state == "rejected" else None,
-                                is_reference=int(d.is_reference), distance=d.distance,
-                                quality=d.quality, crop_path=crop_rel))
-        await asyncio.gather(*writes)  # crops + sidecars first, rows after: never a row without its file
+            updates.append(
+                dict(
+                    id=d.image_id,
+                    state=d.state,
+                    reason=d.reason,
+                    detail=row["detail"] if d.state == "rejected" else None,
+                    is_reference=int(d.is_reference),
+                    distance=d.distance,
+                    quality=d.quality,
+                    crop_path=crop_rel,
+                )
+            )
+        await asyncio.gather(
+            *writes
+        )  # crops + sidecars first, rows after: never a row without its file
         await self.store.update_images("image_curated", updates)
         _remove_unlisted(out_dir, keep)
         if not self.cfg.curation.keep_originals:
             await self._delete_originals(person, rows)
         accepted = sum(1 for d in result.decisions if d.state == "accepted")
-        log.info("curated", outcome=result.outcome, accepted=accepted,
-                 references=list(result.reference_ids), reason=result.reason)
+        log.info(
+            "curated",
+            outcome=result.outcome,
+            accepted=accepted,
+            references=list(result.reference_ids),
+            reason=result.reason,
+        )
         if result.outcome == "no_consensus":
             return ("no_consensus", result.reason)
         return None
 
     async def _write_accepted(self, person: dict, row: dict, dest: Path, decision) -> None:
-        from . import metadata
+        from facequeue.stages import metadata
+
         src = layout.absolute(self.cfg, row["face_path"])
         if not src.is_file():
             raise PermanentStageError(f"face crop missing for image {row['id']}: {src}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_copy(src, dest)
-        from .analyze import AnalysisSettings
+        from facequeue.vision.analyze import AnalysisSettings
+
         pool = await self.res.pool()
         settings = AnalysisSettings.from_config(self.cfg)
         described = await pool.run(metadata.describe_image, str(dest), settings)
         row = {**row, "distance": decision.distance, "is_reference": decision.is_reference}
-        sidecar = metadata.build_sidecar(dest, analysis_of_crop=described, person=person,
-                                        image_row=row, settings=settings)
+        sidecar = metadata.build_sidecar(
+            dest, analysis_of_crop=described, person=person, image_row=row, settings=settings
+        )
         metadata.write_sidecar(dest, sidecar)
 
     async def _delete_originals(self, person: dict, rows: list[dict]) -> None:
@@ -272,7 +375,8 @@ class Stages:
 
     # -- promote -------------------------------------------------------------------------
     async def promote(self, person: dict) -> StageResult:
-        from . import gallery
+        from facequeue.stages import gallery
+
         state, reason = await gallery.promote_person(self.cfg, self.store, person)
         return (state, reason)
 
@@ -281,7 +385,6 @@ def accepted_name(person: dict, row: dict) -> str:
     """Stable, unique crop name in the seed's style: Name_YYYYMMDD_HHMMSS_<image id>.jpg."""
     stamp = (row.get("created_at") or "")[:19].replace("-", "").replace(":", "").replace("T", "_")
     return f"{person['slug']}_{stamp or 'undated'}_{row['id']}.jpg"
-
 
 
 def _remove_unlisted(folder: Path, keep: set[str]) -> None:

@@ -6,6 +6,7 @@ kept; LLMs do invent people. The official `openai` package does the HTTP (base_u
 config, so any OpenAI-compatible server works); its own retries are off and ours retry
 garbage, truncated or refused answers as well as timeouts, 429 and 5xx.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,16 +22,17 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
-from .config import Config
-from .errors import ConfigError, InputError, LlmError, WikidataError
-from .names import Dropped, Found, Plan, build_plan, gather_all, with_cross_checks
+from facequeue.config import Config
+from facequeue.errors import ConfigError, InputError, LlmError, WikidataError
+from facequeue.intake import wikidata
+from facequeue.intake.names import Dropped, Found, Plan, build_plan, gather_all, with_cross_checks
 
-log = structlog.get_logger("facequeue.llm")
+log = structlog.get_logger("facequeue.intake.llm")
 # The openai package's HTTP client logs every request at INFO; ours says what matters.
 for _name in ("httpx", "httpx2"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-NO_KEY = "no-key-needed"       # sent to keyless local servers (the client insists on one)
+NO_KEY = "no-key-needed"  # sent to keyless local servers (the client insists on one)
 MAX_RETRY_AFTER_S = 120.0
 
 GENERATE_SYSTEM = (
@@ -40,13 +42,15 @@ GENERATE_SYSTEM = (
     "Write each full name as it is usually written in that country, with its diacritics or "
     "native script. Never invent anyone: list fewer people when unsure. Set "
     "country_recognized to false when the country is not a real country, and country_name "
-    "to the country's usual English name.")
+    "to the country's usual English name."
+)
 VALIDATE_SYSTEM = (
     "You check names that another model listed as well-known people of an occupation from a "
     "country. For every name give one verdict, copying the name exactly: `real` is true only "
     "for a real, widely recognised person; `from_country` is true only if that person is a "
     "citizen or national of the given country. Give a short reason. Be strict: when unsure, "
-    "answer false.")
+    "answer false."
+)
 
 GENERATE_SCHEMA = {
     "type": "object",
@@ -120,11 +124,14 @@ def make_client(cfg: Config) -> AsyncOpenAI:
     host = (urlsplit(cfg.llm.base_url).hostname or "").lower()
     if not key:
         if host == "openai.com" or host.endswith(".openai.com"):
-            raise ConfigError(f"OPENAI_API_KEY is not set (needed for {cfg.llm.base_url}); "
-                              "export it, or set llm.base_url to a server that needs no key")
+            raise ConfigError(
+                f"OPENAI_API_KEY is not set (needed for {cfg.llm.base_url}); "
+                "export it, or set llm.base_url to a server that needs no key"
+            )
         key = NO_KEY
-    return AsyncOpenAI(api_key=key, base_url=cfg.llm.base_url, timeout=cfg.llm.timeout_s,
-                       max_retries=0)
+    return AsyncOpenAI(
+        api_key=key, base_url=cfg.llm.base_url, timeout=cfg.llm.timeout_s, max_retries=0
+    )
 
 
 def _norm(name: str) -> str:
@@ -171,14 +178,21 @@ class Llm:
         self.cfg = cfg
         self.client = make_client(cfg)
 
-    async def __aenter__(self) -> "Llm":
+    async def __aenter__(self) -> Llm:
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.client.close()
 
-    async def ask(self, what: str, system: str, user: dict, schema_name: str, schema: dict,
-                  model_cls: type[BaseModel]) -> BaseModel:
+    async def ask(
+        self,
+        what: str,
+        system: str,
+        user: dict,
+        schema_name: str,
+        schema: dict,
+        model_cls: type[BaseModel],
+    ) -> BaseModel:
         """One structured-output request, retried with backoff; LlmError when it never works."""
         cfg = self.cfg.llm
         attempts = cfg.max_retries + 1
@@ -188,15 +202,20 @@ class Llm:
             try:
                 resp = await self.client.chat.completions.create(
                     model=cfg.model,
-                    messages=[{"role": "system", "content": system},
-                              {"role": "user", "content": json.dumps(user, ensure_ascii=False)}],
-                    response_format={"type": "json_schema", "json_schema": {
-                        "name": schema_name, "strict": True, "schema": schema}},
+                    messages=[
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": json.dumps(user, ensure_ascii=False)},
+                    ],
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": schema_name, "strict": True, "schema": schema},
+                    },
                 )
                 return _parse(resp, model_cls)
             except openai.AuthenticationError:
-                raise LlmError(f"{cfg.base_url} rejected the API key (HTTP 401): "
-                               "check OPENAI_API_KEY") from None
+                raise LlmError(
+                    f"{cfg.base_url} rejected the API key (HTTP 401): check OPENAI_API_KEY"
+                ) from None
             except openai.RateLimitError as exc:
                 if getattr(exc, "code", None) == "insufficient_quota":
                     raise LlmError(f"{cfg.base_url}: the account's quota is used up") from None
@@ -207,37 +226,54 @@ class Llm:
                 last = f"cannot connect to {cfg.base_url}: {exc}"
             except openai.APIStatusError as exc:
                 if exc.status_code not in (408, 409) and exc.status_code < 500:
-                    raise LlmError(f"{cfg.base_url} refused the {what} request for model "
-                                   f"{cfg.model}: HTTP {exc.status_code}: "
-                                   f"{str(exc.message)[:200]}") from None
+                    raise LlmError(
+                        f"{cfg.base_url} refused the {what} request for model "
+                        f"{cfg.model}: HTTP {exc.status_code}: "
+                        f"{str(exc.message)[:200]}"
+                    ) from None
                 last, retry_after = f"HTTP {exc.status_code}", _retry_after(exc)
             except (openai.APIResponseValidationError, ValueError) as exc:
                 last = f"malformed response: {str(exc)[:120]}"
             except _BadAnswer as exc:
                 last = str(exc)
             if attempt + 1 < attempts:
-                delay = (retry_after if retry_after is not None else
-                         cfg.retry_backoff_s * (2 ** attempt) * random.uniform(0.75, 1.25))
-                log.warning("llm_retry", what=what, attempt=attempt + 1, error=last,
-                            delay_s=round(delay, 3))
+                delay = (
+                    retry_after
+                    if retry_after is not None
+                    else cfg.retry_backoff_s * (2**attempt) * random.uniform(0.75, 1.25)
+                )
+                log.warning(
+                    "llm_retry", what=what, attempt=attempt + 1, error=last, delay_s=round(delay, 3)
+                )
                 await asyncio.sleep(delay)
-        raise LlmError(f"no usable {what} answer from {cfg.model} at {cfg.base_url} after "
-                       f"{attempts} attempt(s): {last}")
+        raise LlmError(
+            f"no usable {what} answer from {cfg.model} at {cfg.base_url} after "
+            f"{attempts} attempt(s): {last}"
+        )
 
     async def generate(self, country: str, occupation: str, count: int) -> Generation:
         return await self.ask(
-            f"name list ({occupation})", GENERATE_SYSTEM,
+            f"name list ({occupation})",
+            GENERATE_SYSTEM,
             {"country": country, "occupation": occupation, "count": count},
-            "people_list", GENERATE_SCHEMA, Generation)
+            "people_list",
+            GENERATE_SCHEMA,
+            Generation,
+        )
 
     async def validate(self, country: str, occupation: str, names: list[str]) -> Validation:
         return await self.ask(
-            f"validation ({occupation})", VALIDATE_SYSTEM,
+            f"validation ({occupation})",
+            VALIDATE_SYSTEM,
             {"country": country, "occupation": occupation, "names": names},
-            "name_verdicts", VALIDATE_SCHEMA, Validation)
+            "name_verdicts",
+            VALIDATE_SCHEMA,
+            Validation,
+        )
 
-    async def names(self, country: str, occupation: str, count: int
-                    ) -> tuple[Generation, list[str], list[Dropped]]:
+    async def names(
+        self, country: str, occupation: str, count: int
+    ) -> tuple[Generation, list[str], list[Dropped]]:
         """Both passes for one occupation: (generation, kept names, dropped names)."""
         gen = await self.generate(country, occupation, count)
         if not gen.country_recognized:
@@ -250,8 +286,10 @@ class Llm:
         candidates = list(names.values())[:count]
         if not candidates:
             return gen, [], []
-        verdicts = {_norm(v.name): v for v in (await self.validate(
-            country, occupation, candidates)).verdicts}
+        verdicts = {
+            _norm(v.name): v
+            for v in (await self.validate(country, occupation, candidates)).verdicts
+        }
         kept, dropped = [], []
         for name in candidates:
             verdict = verdicts.get(_norm(name))
@@ -269,9 +307,7 @@ class Llm:
 
 async def plan_country(cfg: Config, country: str, occupations: list[str], count: int) -> Plan:
     """The `--source llm` plan: two passes per occupation, then the Wikidata cross-check."""
-    from . import wikidata
-
-    async with Llm(cfg) as llm:          # a missing key fails here, before any request
+    async with Llm(cfg) as llm:  # a missing key fails here, before any request
         place = None
         unreachable = None
         if cfg.wikidata.cross_check:
@@ -282,10 +318,16 @@ async def plan_country(cfg: Config, country: str, occupations: list[str], count:
                     unreachable = str(exc)
                     log.warning("wikidata_unreachable", error=unreachable)
         asked = place.label if place else country
-        results = await gather_all([llm.names(asked, occ, count) for occ in occupations],
-                                   cfg.llm.concurrency)
-    canonical = place.label if place else next(
-        (g.country_name.strip() for g, _, _ in results if g.country_name.strip()), country)
+        results = await gather_all(
+            [llm.names(asked, occ, count) for occ in occupations], cfg.llm.concurrency
+        )
+    canonical = (
+        place.label
+        if place
+        else next(
+            (g.country_name.strip() for g, _, _ in results if g.country_name.strip()), country
+        )
+    )
     found = [Found(name, occ) for occ, (_, kept, _) in zip(occupations, results) for name in kept]
     dropped = [d for _, _, ds in results for d in ds]
     notes = []

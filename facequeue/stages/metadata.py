@@ -8,6 +8,7 @@ facequeue knows, validated against schemas/sidecar.schema.json and written atomi
 - ``build_sidecar(...)`` turns that dict plus database rows into the sidecar (parent side).
 - ``write_sidecar(path, sidecar)`` validates and writes ``<image stem>.json`` atomically.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,15 +17,16 @@ import json
 import os
 import re
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from . import attributes
-from .errors import FacequeueError
-from .files import atomic_write_text
+from facequeue.errors import FacequeueError
+from facequeue.files import atomic_write_text
+from facequeue.vision import attributes
 
 SCHEMA_VERSION = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -32,10 +34,10 @@ RETROACTIVE_SOURCE = "unknown (generated retroactively)"
 FACE_ID_RE = re.compile(r"face_(\d{8})_(\d{6})_(\d{3})_([0-9A-Za-z]+)")
 
 # Coarse levels of the seed's queryable attributes (docs/metadata.md explains them).
-BRIGHT_MIN = 150.0          # whole-image mean grey >= this: "bright", else "dark"
-QUALITY_BLUR_LOW = 15.0     # Laplacian variance of the 150 px aligned grey chip (analysis.blur_min)
+BRIGHT_MIN = 150.0  # whole-image mean grey >= this: "bright", else "dark"
+QUALITY_BLUR_LOW = 15.0  # Laplacian variance of the 150 px aligned grey chip (analysis.blur_min)
 QUALITY_BLUR_HIGH = 60.0
-QUALITY_FACE_LOW = 70       # px, shorter side of the face box (analysis.min_face_px)
+QUALITY_FACE_LOW = 70  # px, shorter side of the face box (analysis.min_face_px)
 QUALITY_FACE_HIGH = 150
 QUALITY_CONTRAST_HIGH = 30.0
 DEMOGRAPHY_MARGIN = 0.2
@@ -47,13 +49,19 @@ class SidecarInvalid(FacequeueError):
 
 # ============================================================================ pool side
 
+
 def _file_facts(path: Path) -> dict[str, Any]:
     """Size and hashes of the file, format and mode from its header (PIL, lazy)."""
     from PIL import Image
 
     data = path.read_bytes()
-    facts: dict[str, Any] = {"bytes": len(data), "md5": hashlib.md5(data).hexdigest(),
-                             "sha256": hashlib.sha256(data).hexdigest(), "format": None, "mode": None}
+    facts: dict[str, Any] = {
+        "bytes": len(data),
+        "md5": hashlib.md5(data).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "format": None,
+        "mode": None,
+    }
     try:
         with Image.open(io.BytesIO(data)) as im:
             facts["format"], facts["mode"] = im.format, im.mode
@@ -74,12 +82,17 @@ def describe_image(path: str, settings: Any) -> dict[str, Any]:
     """
     import cv2
 
-    from . import analyze
+    from facequeue.vision import analyze
 
     t0 = time.perf_counter()
     p = Path(path)
-    out: dict[str, Any] = {"path": str(path), "status": "unreadable", "detail": None,
-                           "detector": settings.detector, "model": settings.model}
+    out: dict[str, Any] = {
+        "path": str(path),
+        "status": "unreadable",
+        "detail": None,
+        "detector": settings.detector,
+        "model": settings.model,
+    }
     try:
         out["file"] = _file_facts(p)
     except OSError as exc:
@@ -96,12 +109,22 @@ def describe_image(path: str, settings: Any) -> dict[str, Any]:
     t = time.perf_counter()
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     out.update(
-        status=fa.status, detail=fa.detail, width=int(img.shape[1]), height=int(img.shape[0]),
+        status=fa.status,
+        detail=fa.detail,
+        width=int(img.shape[1]),
+        height=int(img.shape[0]),
         faces=[[f.x, f.y, f.w, f.h, f.confidence] for f in fa.faces],
-        blur=fa.blur, face_brightness=fa.brightness, face_contrast=fa.contrast, phash=fa.phash,
-        brightness=round(float(grey.mean()), 2), contrast=round(float(grey.std()), 2),
-        saturation=attributes.saturation(img), dominant_colors=attributes.dominant_colours(img),
-        skin=None, hair=None)
+        blur=fa.blur,
+        face_brightness=fa.brightness,
+        face_contrast=fa.contrast,
+        phash=fa.phash,
+        brightness=round(float(grey.mean()), 2),
+        contrast=round(float(grey.std()), 2),
+        saturation=attributes.saturation(img),
+        dominant_colors=attributes.dominant_colours(img),
+        skin=None,
+        hair=None,
+    )
     main = fa.faces[0] if fa.faces else None
     face_crop = None
     if main is not None:
@@ -112,8 +135,17 @@ def describe_image(path: str, settings: Any) -> dict[str, Any]:
     timings["attributes"] = time.perf_counter() - t
     t = time.perf_counter()
     home = settings.deepface_home or str(Path("data") / "deepface")
-    out["demographics"] = attributes.demographics(face_crop, home) if main is not None else {
-        "available": False, "reason": "no face detected", "age": None, "sex": None, "sex_confidence": None}
+    out["demographics"] = (
+        attributes.demographics(face_crop, home)
+        if main is not None
+        else {
+            "available": False,
+            "reason": "no face detected",
+            "age": None,
+            "sex": None,
+            "sex_confidence": None,
+        }
+    )
     timings["demographics"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     out["timings"] = {k: round(v, 4) for k, v in timings.items()}
@@ -122,13 +154,14 @@ def describe_image(path: str, settings: Any) -> dict[str, Any]:
 
 # ============================================================================ parent side
 
+
 def sidecar_path(image_path: str | os.PathLike) -> Path:
     """The sidecar of an image: same folder and base name, `.json`."""
     return Path(image_path).with_suffix(".json")
 
 
 def _utc_iso(ts: float | None = None) -> str:
-    dt = datetime.now(timezone.utc) if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+    dt = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
     return dt.isoformat(timespec="microseconds")
 
 
@@ -140,8 +173,10 @@ def face_id_and_date(path: Path, fallback_ts: float | None = None) -> tuple[str,
         d, t, ms, _ = m.groups()
         return f"{d}_{t}_{ms}", f"{d} {t[:2]}:{t[2:4]}:{t[4:6]}"
     ts = fallback_ts if fallback_ts is not None else path.stat().st_mtime
-    dt = datetime.fromtimestamp(ts, timezone.utc)
-    return dt.strftime("%Y%m%d_%H%M%S_") + f"{dt.microsecond // 1000:03d}", dt.strftime("%Y%m%d %H:%M:%S")
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.strftime("%Y%m%d_%H%M%S_") + f"{dt.microsecond // 1000:03d}", dt.strftime(
+        "%Y%m%d %H:%M:%S"
+    )
 
 
 def _parse_ts(value: Any) -> float | None:
@@ -152,7 +187,7 @@ def _parse_ts(value: Any) -> float | None:
     except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
@@ -173,7 +208,11 @@ def quality_level(described: dict[str, Any] | None) -> str:
     contrast = described.get("face_contrast") or 0.0
     if blur < QUALITY_BLUR_LOW or side < QUALITY_FACE_LOW:
         return "low"
-    if blur >= QUALITY_BLUR_HIGH and side >= QUALITY_FACE_HIGH and contrast >= QUALITY_CONTRAST_HIGH:
+    if (
+        blur >= QUALITY_BLUR_HIGH
+        and side >= QUALITY_FACE_HIGH
+        and contrast >= QUALITY_CONTRAST_HIGH
+    ):
         return "high"
     return "medium"
 
@@ -183,14 +222,26 @@ def _names(settings: Any) -> tuple[str | None, str | None]:
     return getattr(a, "detector", None), getattr(a, "model", None)
 
 
-_NO_DEMOGRAPHICS = {"available": False, "reason": "image not analysed", "age": None, "sex": None,
-                    "sex_confidence": None}
+_NO_DEMOGRAPHICS = {
+    "available": False,
+    "reason": "image not analysed",
+    "age": None,
+    "sex": None,
+    "sex_confidence": None,
+}
 
 
-def build_sidecar(crop_path: str | os.PathLike, *, analysis_of_crop: dict | None,
-                  person: dict | None, image_row: dict | None, settings: Any,
-                  previous: dict | None = None, generator: str | None = None,
-                  file_path: str | None = None) -> dict:
+def build_sidecar(
+    crop_path: str | os.PathLike,
+    *,
+    analysis_of_crop: dict | None,
+    person: dict | None,
+    image_row: dict | None,
+    settings: Any,
+    previous: dict | None = None,
+    generator: str | None = None,
+    file_path: str | None = None,
+) -> dict:
     """The sidecar dict for one image (not written; see ``write_sidecar``).
 
     Args:
@@ -219,13 +270,18 @@ def build_sidecar(crop_path: str | os.PathLike, *, analysis_of_crop: dict | None
 
     created_ts = _parse_ts(row.get("created_at"))
     face_id, download_date = face_id_and_date(path, created_ts)
-    if (retroactive and re.fullmatch(r"\d{8}_\d{6}_\d{3}", str(prev.get("face_id", "")))
-            and re.fullmatch(r"\d{8} \d\d:\d\d:\d\d", str(prev.get("download_date", "")))):
-        face_id, download_date = prev["face_id"], prev["download_date"]   # kept on --force
+    if (
+        retroactive
+        and re.fullmatch(r"\d{8}_\d{6}_\d{3}", str(prev.get("face_id", "")))
+        and re.fullmatch(r"\d{8} \d\d:\d\d:\d\d", str(prev.get("download_date", "")))
+    ):
+        face_id, download_date = prev["face_id"], prev["download_date"]  # kept on --force
     if created_ts is not None:
         download_ts = _utc_iso(created_ts)
     else:
-        download_ts = prev.get("download_timestamp") if _parse_ts(prev.get("download_timestamp")) else now
+        download_ts = (
+            prev.get("download_timestamp") if _parse_ts(prev.get("download_timestamp")) else now
+        )
     source_url = row.get("url") or prev.get("source_url") or RETROACTIVE_SOURCE
 
     faces = d.get("faces") or []
@@ -238,8 +294,11 @@ def build_sidecar(crop_path: str | os.PathLike, *, analysis_of_crop: dict | None
     has_face = bool(faces)
 
     if person:
-        person_block = {"name": person.get("name"), "country": person.get("country"),
-                        "occupation": person.get("occupation")}
+        person_block = {
+            "name": person.get("name"),
+            "country": person.get("country"),
+            "occupation": person.get("occupation"),
+        }
     else:
         person_block = prev.get("person") if isinstance(prev.get("person"), dict) else None
     if row:
@@ -259,26 +318,38 @@ def build_sidecar(crop_path: str | os.PathLike, *, analysis_of_crop: dict | None
         "download_date": download_date,
         "source_url": source_url,
         "file_size_kb": round(facts["bytes"] / 1024.0, 2),
-        "image_properties": {"width": d.get("width"), "height": d.get("height"),
-                             "format": facts.get("format"), "mode": facts.get("mode")},
+        "image_properties": {
+            "width": d.get("width"),
+            "height": d.get("height"),
+            "format": facts.get("format"),
+            "mode": facts.get("mode"),
+        },
         "face_features": {
-            "brightness": d.get("brightness"), "contrast": d.get("contrast"),
+            "brightness": d.get("brightness"),
+            "contrast": d.get("contrast"),
             "saturation": d.get("saturation"),
             "faces_detected": len(faces),
             "face_regions": [f[:4] for f in faces],
-            "skin_tone": skin_tone, "hair_color": hair["label"] if hair else None,
-            "age_group": age_grp, "estimated_age": age_str, "estimated_sex": sex,
+            "skin_tone": skin_tone,
+            "hair_color": hair["label"] if hair else None,
+            "age_group": age_grp,
+            "estimated_age": age_str,
+            "estimated_sex": sex,
             "dominant_colors": d.get("dominant_colors") or [],
         },
         "queryable_attributes": {
             "brightness_level": brightness_level(d.get("brightness")),
             "image_quality": quality_level(d),
-            "has_face": has_face, "face_count": len(faces),
-            "sex": sex, "age_group": age_grp, "skin_tone": skin_tone,
+            "has_face": has_face,
+            "face_count": len(faces),
+            "sex": sex,
+            "age_group": age_grp,
+            "skin_tone": skin_tone,
         },
         "metadata_generated": {
             "generated_at": now,
-            "generator": generator or ("facequeue metadata" if retroactive else "facequeue pipeline"),
+            "generator": generator
+            or ("facequeue metadata" if retroactive else "facequeue pipeline"),
             "retroactive": retroactive,
         },
         # ---- facequeue additions
@@ -287,10 +358,13 @@ def build_sidecar(crop_path: str | os.PathLike, *, analysis_of_crop: dict | None
         "person": person_block,
         "source": source_block,
         "analysis": {
-            "status": d.get("status", "not_analysed"), "detail": d.get("detail"),
-            "detector": d.get("detector", detector), "model": d.get("model", model),
+            "status": d.get("status", "not_analysed"),
+            "detail": d.get("detail"),
+            "detector": d.get("detector", detector),
+            "model": d.get("model", model),
             "blur": d.get("blur") if d.get("blur") is not None else row.get("blur"),
-            "face_brightness": d.get("face_brightness"), "face_contrast": d.get("face_contrast"),
+            "face_brightness": d.get("face_brightness"),
+            "face_contrast": d.get("face_contrast"),
             "phash": d.get("phash"),
             "face_confidences": [f[4] for f in faces],
             "distance_to_references": distance,
@@ -298,12 +372,15 @@ def build_sidecar(crop_path: str | os.PathLike, *, analysis_of_crop: dict | None
         },
         "skin": skin,
         "hair": hair,
-        "demographics": {k: demo.get(k) for k in ("available", "reason", "age", "sex", "sex_confidence")},
+        "demographics": {
+            k: demo.get(k) for k in ("available", "reason", "age", "sex", "sex_confidence")
+        },
     }
     return sidecar
 
 
 # ============================================================================ schema, writing
+
 
 @lru_cache(maxsize=1)
 def load_schema() -> dict:
@@ -335,7 +412,6 @@ def validate_sidecar(sidecar: dict) -> None:
         raise SidecarInvalid("sidecar does not match the schema: " + "; ".join(errors[:3]))
 
 
-
 def write_sidecar(crop_path: str | os.PathLike, sidecar: dict) -> Path:
     """Validate ``sidecar`` and write it atomically next to the image; returns its path."""
     validate_sidecar(sidecar)
@@ -355,14 +431,31 @@ def read_sidecar(path: str | os.PathLike) -> dict | None:
 
 # ============================================================================ scanning
 
+
 def scan_images(directory: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """Image files (JPG/JPEG/PNG/WebP, any case) in a folder, sorted; hidden files skipped."""
     root = Path(directory)
     it: Iterable[Path] = root.rglob("*") if recursive else root.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in it
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
 
 
-__all__ = ["describe_image", "build_sidecar", "write_sidecar", "validate_sidecar", "validation_errors",
-           "load_schema", "sidecar_path", "read_sidecar", "scan_images", "face_id_and_date",
-           "quality_level", "brightness_level", "SidecarInvalid", "SCHEMA_VERSION"]
+__all__ = [
+    "describe_image",
+    "build_sidecar",
+    "write_sidecar",
+    "validate_sidecar",
+    "validation_errors",
+    "load_schema",
+    "sidecar_path",
+    "read_sidecar",
+    "scan_images",
+    "face_id_and_date",
+    "quality_level",
+    "brightness_level",
+    "SidecarInvalid",
+    "SCHEMA_VERSION",
+]

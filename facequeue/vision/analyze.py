@@ -5,27 +5,29 @@ dataclasses; expected outcomes (no face, unreadable file) are values, not except
 The models load once per worker process (``init_worker``). The parent talks to the pool
 through ``AnalysisPool`` (asyncio). See docs/faces.md for the measured choices.
 """
+
 from __future__ import annotations
 
 import asyncio
 import io
+import multiprocessing as mp
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import multiprocessing as mp
 import numpy as np
 
-from . import faces as engine
-from .errors import ModelWeightsMissing
-from .files import atomic_write_bytes
+from facequeue.errors import ModelWeightsMissing
+from facequeue.files import atomic_write_bytes
+from facequeue.vision import engine
 
-CHIP_SIZE = 150          # dlib's aligned chip; also the normalised size for blur / hash
-CHIP_PADDING = 0.25      # dlib.get_face_chip default
+CHIP_SIZE = 150  # dlib's aligned chip; also the normalised size for blur / hash
+CHIP_PADDING = 0.25  # dlib.get_face_chip default
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,16 @@ class AnalysisSettings:
     chip_size: int = CHIP_SIZE
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "AnalysisSettings":
+    def from_config(cls, cfg: Any) -> AnalysisSettings:
         a = cfg.analysis
-        return cls(detector=a.detector, model=a.model, max_side=a.max_side, align=a.align,
-                   deepface_home=str(engine.default_home(cfg)),
-                   allow_weight_download=a.allow_weight_download)
+        return cls(
+            detector=a.detector,
+            model=a.model,
+            max_side=a.max_side,
+            align=a.align,
+            deepface_home=str(engine.default_home(cfg)),
+            allow_weight_download=a.allow_weight_download,
+        )
 
 
 @dataclass(frozen=True)
@@ -57,15 +64,15 @@ class Face:
 
 @dataclass(frozen=True)
 class FaceAnalysis:
-    status: str                       # 'ok' | 'no_face' | 'unreadable'
+    status: str  # 'ok' | 'no_face' | 'unreadable'
     detail: str | None
     width: int
     height: int
-    faces: tuple[Face, ...] = ()      # largest first, full-resolution boxes
+    faces: tuple[Face, ...] = ()  # largest first, full-resolution boxes
     blur: float | None = None
     brightness: float | None = None
     contrast: float | None = None
-    embedding: bytes | None = None    # float32 bytes
+    embedding: bytes | None = None  # float32 bytes
     phash: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -79,12 +86,13 @@ class FaceAnalysis:
 
 # --------------------------------------------------------------------------- decoding
 
+
 def decode_image(path: str) -> np.ndarray:
     """BGR uint8 array with EXIF orientation applied. Raises ValueError when unreadable."""
     from PIL import Image, ImageOps
 
     try:
-        with open(path, "rb") as fh:          # Python I/O: non-ASCII paths work
+        with open(path, "rb") as fh:  # Python I/O: non-ASCII paths work
             data = fh.read()
     except OSError as exc:
         raise ValueError(f"cannot read file: {exc.strerror or exc}") from None
@@ -141,12 +149,15 @@ def _ensure(settings: AnalysisSettings) -> None:
 
 # --------------------------------------------------------------------------- analysis
 
+
 def analyze_image(path: str, settings: AnalysisSettings) -> FaceAnalysis:
     t0 = time.perf_counter()
     try:
         img = decode_image(path)
     except ValueError as exc:
-        return FaceAnalysis("unreadable", str(exc), 0, 0, timings={"decode": time.perf_counter() - t0})
+        return FaceAnalysis(
+            "unreadable", str(exc), 0, 0, timings={"decode": time.perf_counter() - t0}
+        )
     decode_s = time.perf_counter() - t0
     result = analyze_bgr(img, settings)
     result.timings["decode"] = decode_s
@@ -159,8 +170,11 @@ def _detect(img: np.ndarray, settings: AnalysisSettings) -> tuple[list[tuple[Fac
 
     h, w = img.shape[:2]
     scale = min(1.0, settings.max_side / max(h, w))
-    small = img if scale >= 1.0 else cv2.resize(img, (round(w * scale), round(h * scale)),
-                                                interpolation=cv2.INTER_AREA)
+    small = (
+        img
+        if scale >= 1.0
+        else cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    )
     if settings.detector == "dlib":
         regions = _dlib_regions(small, need_eyes=_STATE.get("sp") is None)
     else:
@@ -207,10 +221,25 @@ def _dlib_regions(small: np.ndarray, need_eyes: bool) -> list[Any]:
         left_eye = right_eye = None
         if need_eyes:
             shape = model["sp"](small, det)
-            right_eye = ((shape.part(2).x + shape.part(3).x) // 2, (shape.part(2).y + shape.part(3).y) // 2)
-            left_eye = ((shape.part(0).x + shape.part(1).x) // 2, (shape.part(0).y + shape.part(1).y) // 2)
-        out.append(FacialAreaRegion(x=x, y=y, w=fw, h=fh, left_eye=left_eye, right_eye=right_eye,
-                                    confidence=min(max(0.0, float(score)), 1.0)))
+            right_eye = (
+                (shape.part(2).x + shape.part(3).x) // 2,
+                (shape.part(2).y + shape.part(3).y) // 2,
+            )
+            left_eye = (
+                (shape.part(0).x + shape.part(1).x) // 2,
+                (shape.part(0).y + shape.part(1).y) // 2,
+            )
+        out.append(
+            FacialAreaRegion(
+                x=x,
+                y=y,
+                w=fw,
+                h=fh,
+                left_eye=left_eye,
+                right_eye=right_eye,
+                confidence=min(max(0.0, float(score)), 1.0),
+            )
+        )
     return out
 
 
@@ -246,8 +275,13 @@ def _eye_chip(img: np.ndarray, face: Face, eyes: Any, size: int, align: bool) ->
     m = cv2.getRotationMatrix2D((cx, cy), angle, size / side)
     m[0, 2] += size / 2 - cx
     m[1, 2] += size / 2 - cy
-    return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        img,
+        m,
+        (size, size),
+        flags=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def analyze_bgr(img: np.ndarray, settings: AnalysisSettings) -> FaceAnalysis:
@@ -285,8 +319,19 @@ def analyze_bgr(img: np.ndarray, settings: AnalysisSettings) -> FaceAnalysis:
     t = time.perf_counter()
     embedding = _embed(chip)
     timings["embed"] = time.perf_counter() - t
-    return FaceAnalysis("ok", None, width, height, faces, round(blur, 2), round(brightness, 2),
-                        round(contrast, 2), embedding, phash, timings)
+    return FaceAnalysis(
+        "ok",
+        None,
+        width,
+        height,
+        faces,
+        round(blur, 2),
+        round(brightness, 2),
+        round(contrast, 2),
+        embedding,
+        phash,
+        timings,
+    )
 
 
 def _embed(chip_bgr: np.ndarray) -> bytes:
@@ -294,18 +339,28 @@ def _embed(chip_bgr: np.ndarray) -> bytes:
     from deepface import DeepFace
 
     settings: AnalysisSettings = _STATE["settings"]
-    res = DeepFace.represent(img_path=chip_bgr, model_name=settings.model, detector_backend="skip",
-                             enforce_detection=False, align=False)
+    res = DeepFace.represent(
+        img_path=chip_bgr,
+        model_name=settings.model,
+        detector_backend="skip",
+        enforce_detection=False,
+        align=False,
+    )
     return np.asarray(res[0]["embedding"], dtype=np.float32).tobytes()
 
 
 # --------------------------------------------------------------------------- crops
 
+
 def crop_box(face: Face, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
     """The face box grown by `margin` of its size on each side, clamped to the image."""
     mx, my = int(face.w * margin), int(face.h * margin)
-    return (max(0, face.x - mx), max(0, face.y - my),
-            min(width, face.x + face.w + mx), min(height, face.y + face.h + my))
+    return (
+        max(0, face.x - mx),
+        max(0, face.y - my),
+        min(width, face.x + face.w + mx),
+        min(height, face.y + face.h + my),
+    )
 
 
 def write_crop(src_path: str, face: Face, margin: float, dest_path: str) -> tuple[int, int]:
@@ -333,6 +388,7 @@ def _noop() -> int:
 
 # --------------------------------------------------------------------------- pool
 
+
 class AnalysisPool:
     """Spawned worker processes, each with the models loaded once; asyncio front end."""
 
@@ -340,14 +396,21 @@ class AnalysisPool:
         self.settings = settings
         self.workers = max(1, int(workers))
         # Fail fast in the parent (one clear line) rather than in every worker.
-        engine.prepare(settings.model, settings.detector, settings.deepface_home or "data/deepface",
-                       settings.allow_weight_download)
+        engine.prepare(
+            settings.model,
+            settings.detector,
+            settings.deepface_home or "data/deepface",
+            settings.allow_weight_download,
+        )
         self._executor = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=mp.get_context("spawn"),
-            initializer=init_worker, initargs=(settings, os.getpid()))
+            max_workers=self.workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=init_worker,
+            initargs=(settings, os.getpid()),
+        )
         import structlog
 
-        self._log = structlog.get_logger("facequeue.analyze")
+        self._log = structlog.get_logger("facequeue.vision.analyze")
 
     def warm(self) -> list[int]:
         """Start every worker now (models loaded); returns their pids."""
@@ -364,23 +427,41 @@ class AnalysisPool:
     async def analyze(self, path: str) -> FaceAnalysis:
         t = time.perf_counter()
         result: FaceAnalysis = await self.run(analyze_image, path, self.settings)
-        self._log.debug("image_analyzed", path=path, status=result.status, faces=len(result.faces),
-                        total_s=round(time.perf_counter() - t, 4),
-                        **{f"{k}_s": round(v, 4) for k, v in result.timings.items()})
+        self._log.debug(
+            "image_analyzed",
+            path=path,
+            status=result.status,
+            faces=len(result.faces),
+            total_s=round(time.perf_counter() - t, 4),
+            **{f"{k}_s": round(v, 4) for k, v in result.timings.items()},
+        )
         return result
 
-    async def crop(self, src_path: str, face: Face, margin: float, dest_path: str) -> tuple[int, int]:
+    async def crop(
+        self, src_path: str, face: Face, margin: float, dest_path: str
+    ) -> tuple[int, int]:
         return await self.run(write_crop, src_path, face, margin, dest_path)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "AnalysisPool":
+    def __enter__(self) -> AnalysisPool:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
-__all__ = ["AnalysisSettings", "Face", "FaceAnalysis", "AnalysisPool", "init_worker", "analyze_image",
-           "analyze_bgr", "decode_image", "write_crop", "crop_box", "ModelWeightsMissing"]
+__all__ = [
+    "AnalysisSettings",
+    "Face",
+    "FaceAnalysis",
+    "AnalysisPool",
+    "init_worker",
+    "analyze_image",
+    "analyze_bgr",
+    "decode_image",
+    "write_crop",
+    "crop_box",
+    "ModelWeightsMissing",
+]

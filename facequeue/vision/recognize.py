@@ -5,11 +5,13 @@ The gallery is never re-embedded: `GalleryIndex` holds every stored gallery embe
 float32 matrix (rows grouped by person), so one query is one matrix-vector product plus a
 per-identity minimum (`np.minimum.reduceat`).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +23,7 @@ METRICS = ("cosine", "euclidean", "euclidean_l2")
 def metric_for(model: str) -> str:
     """The curation module's default metric (Dlib: euclidean, dlib's native 0.6; others cosine)."""
     try:
-        from . import curate
+        from facequeue.stages import curate
 
         return curate.default_metric(model)
     except (ImportError, AttributeError):
@@ -31,7 +33,7 @@ def metric_for(model: str) -> str:
 def default_threshold(model: str, metric: str) -> float:
     """The curation module's default if it has one, else DeepFace's tuned per-model value."""
     try:
-        from . import curate
+        from facequeue.stages import curate
 
         return float(curate.default_threshold(model, metric))
     except (ImportError, AttributeError):
@@ -48,7 +50,7 @@ def threshold_from_config(cfg: Any) -> tuple[str, float]:
     metric = getattr(cfg.curation, "metric", "") or metric_for(model)
     threshold = cfg.gallery.threshold
     if threshold is None:
-        from . import faces
+        from facequeue.vision import engine as faces
 
         faces.configure_environment(faces.default_home(cfg))
         threshold = default_threshold(model, metric)
@@ -69,6 +71,7 @@ def confidence(distance: float, model: str, metric: str, threshold: float) -> fl
 
 
 # -------------------------------------------------------------------------- distances
+
 
 def as_matrix(blobs: Iterable[bytes]) -> np.ndarray:
     return np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]).astype(np.float32)
@@ -95,6 +98,7 @@ def pairwise(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
 
 # -------------------------------------------------------------------------- index
 
+
 @dataclass(frozen=True)
 class Identity:
     person_id: int
@@ -110,22 +114,32 @@ class Match:
     country: str
     distance: float
     confidence: float
-    image_path: str          # the closest gallery image (relative to data_dir)
+    image_path: str  # the closest gallery image (relative to data_dir)
 
 
 class GalleryIndex:
     """All gallery embeddings in memory, rows grouped by identity, prepared for one metric."""
 
-    def __init__(self, person_ids: Sequence[int], matrix: np.ndarray, paths: Sequence[str],
-                 identities: dict[int, Identity], metric: str = "euclidean",
-                 model: str = "Dlib", threshold: float = 0.6) -> None:
+    def __init__(
+        self,
+        person_ids: Sequence[int],
+        matrix: np.ndarray,
+        paths: Sequence[str],
+        identities: dict[int, Identity],
+        metric: str = "euclidean",
+        model: str = "Dlib",
+        threshold: float = 0.6,
+    ) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown distance metric {metric!r}")
         pids = np.asarray(person_ids, dtype=np.int64)
         order = np.argsort(pids, kind="stable")
         self.person_ids = pids[order]
-        m = np.asarray(matrix, dtype=np.float32).reshape(len(pids), -1)[order] if len(pids) else \
-            np.zeros((0, 0), np.float32)
+        m = (
+            np.asarray(matrix, dtype=np.float32).reshape(len(pids), -1)[order]
+            if len(pids)
+            else np.zeros((0, 0), np.float32)
+        )
         self.paths = [paths[i] for i in order]
         self.metric, self.model, self.threshold = metric, model, float(threshold)
         self.identities = identities
@@ -144,8 +158,14 @@ class GalleryIndex:
 
     # -- construction ------------------------------------------------------------------
     @classmethod
-    def from_rows(cls, rows: Iterable[Any], identities: dict[int, Identity], metric: str,
-                  model: str, threshold: float) -> "GalleryIndex":
+    def from_rows(
+        cls,
+        rows: Iterable[Any],
+        identities: dict[int, Identity],
+        metric: str,
+        model: str,
+        threshold: float,
+    ) -> GalleryIndex:
         """rows: (person_id, path, embedding blob). Rows of another dimension than the
         majority (e.g. left over from another model) are skipped."""
         rows = list(rows)
@@ -154,8 +174,15 @@ class GalleryIndex:
         sizes = [len(r[2]) for r in rows]
         size = max(set(sizes), key=sizes.count)
         rows = [r for r in rows if len(r[2]) == size]
-        return cls([r[0] for r in rows], as_matrix(r[2] for r in rows), [r[1] for r in rows],
-                   identities, metric, model, threshold)
+        return cls(
+            [r[0] for r in rows],
+            as_matrix(r[2] for r in rows),
+            [r[1] for r in rows],
+            identities,
+            metric,
+            model,
+            threshold,
+        )
 
     def __len__(self) -> int:
         return len(self.person_ids)
@@ -203,20 +230,30 @@ class GalleryIndex:
         best = best[np.argsort(mins[best], kind="stable")]
         out = []
         for b in best:
-            rows = slice(int(self.starts[b]), int(self.starts[b + 1]) if b + 1 < len(self.starts)
-                         else len(self))
+            rows = slice(
+                int(self.starts[b]),
+                int(self.starts[b + 1]) if b + 1 < len(self.starts) else len(self),
+            )
             row = rows.start + int(np.argmin(dist[rows]))
             pid = int(self.block_ids[b])
             ident = self.identities.get(pid, Identity(pid, f"person {pid}", ""))
             d = float(mins[b])
-            out.append(Match(pid, ident.name, ident.country, round(d, 4),
-                             round(confidence(d, self.model, self.metric, self.threshold), 2),
-                             self.paths[row]))
+            out.append(
+                Match(
+                    pid,
+                    ident.name,
+                    ident.country,
+                    round(d, 4),
+                    round(confidence(d, self.model, self.metric, self.threshold), 2),
+                    self.paths[row],
+                )
+            )
         return out
 
 
-def brute_force_search(embeddings: Sequence[tuple[int, np.ndarray]], query: np.ndarray,
-                       metric: str, top: int = 5) -> list[tuple[int, float]]:
+def brute_force_search(
+    embeddings: Sequence[tuple[int, np.ndarray]], query: np.ndarray, metric: str, top: int = 5
+) -> list[tuple[int, float]]:
     """The baseline: a python loop over every stored embedding (for benchmarks and tests)."""
     best: dict[int, float] = {}
     qn = float(np.linalg.norm(query))
@@ -234,6 +271,7 @@ def brute_force_search(embeddings: Sequence[tuple[int, np.ndarray]], query: np.n
 
 # -------------------------------------------------------------------------- query photo
 
+
 @dataclass(frozen=True)
 class QueryFace:
     x: int
@@ -241,13 +279,13 @@ class QueryFace:
     w: int
     h: int
     confidence: float
-    embedding: bytes | None        # None when the face was too small to embed
+    embedding: bytes | None  # None when the face was too small to embed
     note: str | None = None
 
 
 @dataclass(frozen=True)
 class QueryPhoto:
-    status: str                    # 'ok' | 'no_face' | 'unreadable'
+    status: str  # 'ok' | 'no_face' | 'unreadable'
     detail: str | None
     width: int
     height: int
@@ -264,7 +302,7 @@ def embed_faces(path: str, settings: Any) -> QueryPhoto:
     """
     import time
 
-    from . import analyze
+    from facequeue.vision import analyze
 
     t0 = time.perf_counter()
     try:
@@ -282,15 +320,25 @@ def embed_faces(path: str, settings: Any) -> QueryPhoto:
         out = []
         for face, eyes in detected:
             if min(face.w, face.h) < MIN_EMBED_PX:
-                out.append(QueryFace(face.x, face.y, face.w, face.h, face.confidence, None,
-                                     f"too small to recognise ({face.w}x{face.h} px)"))
+                out.append(
+                    QueryFace(
+                        face.x,
+                        face.y,
+                        face.w,
+                        face.h,
+                        face.confidence,
+                        None,
+                        f"too small to recognise ({face.w}x{face.h} px)",
+                    )
+                )
                 continue
             if analyze._STATE.get("sp") is not None:
                 chip = analyze._dlib_chip(img, face, settings.chip_size)
             else:
                 chip = analyze._eye_chip(img, face, eyes, settings.chip_size, settings.align)
-            out.append(QueryFace(face.x, face.y, face.w, face.h, face.confidence,
-                                 analyze._embed(chip)))
+            out.append(
+                QueryFace(face.x, face.y, face.w, face.h, face.confidence, analyze._embed(chip))
+            )
         timings["embed"] = time.perf_counter() - t
     else:  # fallback through the public API: analyse a margin crop around each face
         first = analyze.analyze_bgr(img, settings)
@@ -298,8 +346,17 @@ def embed_faces(path: str, settings: Any) -> QueryPhoto:
         for face in first.faces:
             x0, y0, x1, y1 = analyze.crop_box(face, 0.5, w, h)
             sub = analyze.analyze_bgr(np.ascontiguousarray(img[y0:y1, x0:x1]), settings)
-            out.append(QueryFace(face.x, face.y, face.w, face.h, face.confidence, sub.embedding,
-                                 None if sub.embedding else "no face in the crop"))
+            out.append(
+                QueryFace(
+                    face.x,
+                    face.y,
+                    face.w,
+                    face.h,
+                    face.confidence,
+                    sub.embedding,
+                    None if sub.embedding else "no face in the crop",
+                )
+            )
     if not out:
         return QueryPhoto("no_face", "no face detected", w, h, (), timings)
     return QueryPhoto("ok", None, w, h, tuple(out), timings)
@@ -308,7 +365,7 @@ def embed_faces(path: str, settings: Any) -> QueryPhoto:
 @dataclass(frozen=True)
 class Recognition:
     box: tuple[int, int, int, int]
-    label: str                     # the best identity's name, or "unknown"
+    label: str  # the best identity's name, or "unknown"
     person_id: int | None
     distance: float | None
     confidence: float | None
@@ -316,10 +373,15 @@ class Recognition:
     note: str | None = None
 
     def as_dict(self) -> dict:
-        return {"box": {"x": self.box[0], "y": self.box[1], "w": self.box[2], "h": self.box[3]},
-                "name": self.label, "person_id": self.person_id, "distance": self.distance,
-                "confidence": self.confidence, "note": self.note,
-                "matches": [m.__dict__ for m in self.matches]}
+        return {
+            "box": {"x": self.box[0], "y": self.box[1], "w": self.box[2], "h": self.box[3]},
+            "name": self.label,
+            "person_id": self.person_id,
+            "distance": self.distance,
+            "confidence": self.confidence,
+            "note": self.note,
+            "matches": [m.__dict__ for m in self.matches],
+        }
 
 
 def name_faces(index: GalleryIndex, photo: QueryPhoto, top: int = 3) -> list[Recognition]:

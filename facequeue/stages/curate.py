@@ -16,15 +16,17 @@ No database, no network, no files. Steps (docs/faces.md has the measurements):
    within the model's threshold (DeepFace's per-model default unless configured).
 5. Cap: at most ``max_per_person`` accepted, references first, then by quality.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .analyze import FaceAnalysis
+from facequeue.vision.analyze import FaceAnalysis
 
 # DeepFace 0.0.103 deepface/config/threshold.py (copied: importing deepface here would load
 # the whole engine into a module that must stay pure and light).
@@ -58,8 +60,10 @@ def default_threshold(model: str, metric: str) -> float:
 
             return float(thresholds[model][metric])
         except Exception:
-            raise ValueError(f"no default threshold for model {model!r} with metric {metric!r}; "
-                             "set curation.threshold") from None
+            raise ValueError(
+                f"no default threshold for model {model!r} with metric {metric!r}; "
+                "set curation.threshold"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,9 @@ class CurationParams:
     spread_floor: float = 0.75
 
     @classmethod
-    def for_model(cls, model: str, metric: str | None = None, threshold: float | None = None,
-                  **kw: Any) -> "CurationParams":
+    def for_model(
+        cls, model: str, metric: str | None = None, threshold: float | None = None, **kw: Any
+    ) -> CurationParams:
         metric = metric or default_metric(model)
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
@@ -99,34 +104,41 @@ class CurationParams:
         return cls(model=model, metric=metric, threshold=float(thr), **kw)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "CurationParams":
+    def from_config(cls, cfg: Any) -> CurationParams:
         a, c = cfg.analysis, cfg.curation
         return cls.for_model(
-            a.model, getattr(c, "metric", "") or None, c.threshold,
-            min_references=c.min_references, max_references=max(c.max_references, c.min_references),
-            max_per_person=c.max_per_person, phash_distance=c.phash_distance,
-            duplicate_distance=c.duplicate_distance, min_face_px=a.min_face_px,
+            a.model,
+            getattr(c, "metric", "") or None,
+            c.threshold,
+            min_references=c.min_references,
+            max_references=max(c.max_references, c.min_references),
+            max_per_person=c.max_per_person,
+            phash_distance=c.phash_distance,
+            duplicate_distance=c.duplicate_distance,
+            min_face_px=a.min_face_px,
             extra_face_fraction=a.extra_face_fraction,
             extra_face_min_confidence=getattr(a, "extra_face_min_confidence", 0.15),
-            blur_min=a.blur_min, ambiguity_ratio=getattr(c, "ambiguity_ratio", 0.8),
+            blur_min=a.blur_min,
+            ambiguity_ratio=getattr(c, "ambiguity_ratio", 0.8),
             reference_factor=getattr(c, "reference_factor", 1.0),
             spread_factor=getattr(c, "spread_factor", 1.3),
-            spread_floor=getattr(c, "spread_floor", 0.75))
+            spread_floor=getattr(c, "spread_floor", 0.75),
+        )
 
 
 @dataclass(frozen=True)
 class Decision:
     image_id: int
-    state: str                  # 'accepted' | 'rejected'
+    state: str  # 'accepted' | 'rejected'
     reason: str | None
     is_reference: bool
-    distance: float | None      # median distance to the references
+    distance: float | None  # median distance to the references
     quality: float | None
 
 
 @dataclass(frozen=True)
 class CurationResult:
-    outcome: str                # 'curated' | 'no_consensus'
+    outcome: str  # 'curated' | 'no_consensus'
     reason: str | None
     decisions: tuple[Decision, ...]
     reference_ids: tuple[int, ...]
@@ -136,6 +148,7 @@ class CurationResult:
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def distance_matrix(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     a = np.asarray(a, np.float64)
@@ -156,8 +169,11 @@ def gate(a: FaceAnalysis, p: CurationParams) -> str | None:
     if a.status != "ok" or not a.faces:
         return "no_face"
     main = a.faces[0]
-    extra = [f for f in a.faces[1:]
-             if f.w >= p.extra_face_fraction * main.w and f.confidence >= p.extra_face_min_confidence]
+    extra = [
+        f
+        for f in a.faces[1:]
+        if f.w >= p.extra_face_fraction * main.w and f.confidence >= p.extra_face_min_confidence
+    ]
     if extra:
         return "multi_face"
     if min(main.w, main.h) < p.min_face_px:
@@ -174,7 +190,9 @@ def quality(a: FaceAnalysis, p: CurationParams) -> float:
     f = a.faces[0]
     size = min(1.0, math.log2(max(f.w, 1) / p.min_face_px + 1) / math.log2(5))  # ~280 px -> 1
     sharp = min(1.0, math.log1p(max(a.blur or 0.0, 0.0)) / math.log1p(300.0))
-    expo = 1.0 - min(1.0, abs((a.brightness if a.brightness is not None else 128.0) - 128.0) / 128.0)
+    expo = 1.0 - min(
+        1.0, abs((a.brightness if a.brightness is not None else 128.0) - 128.0) / 128.0
+    )
     contrast = min(1.0, (a.contrast or 0.0) / 50.0)
     conf = max(0.0, min(1.0, f.confidence))
     return round(0.4 * size + 0.3 * sharp + 0.1 * expo + 0.1 * contrast + 0.1 * conf, 4)
@@ -213,6 +231,7 @@ def _best_group(d: np.ndarray, t: float, allowed: np.ndarray, seeds: Sequence[in
 
 # --------------------------------------------------------------------------- curate
 
+
 def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationResult:
     p = params
     reasons: dict[int, str] = {}
@@ -231,7 +250,9 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
     vecs = {i: candidates[i].analysis.vector() for i in usable}
     dims = {len(v) for v in vecs.values()}
     if len(dims) > 1:
-        raise ValueError(f"embeddings of different sizes {sorted(dims)}: analyses from different models")
+        raise ValueError(
+            f"embeddings of different sizes {sorted(dims)}: analyses from different models"
+        )
     # A pHash match must also look like the same person (aligned faces share structure).
     unique: list[int] = []
     for i in usable:
@@ -242,8 +263,11 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
             for pos, (k, dist) in enumerate(zip(unique, dd)):
                 ph = candidates[k].analysis.phash
                 if dist <= p.duplicate_distance or (
-                        dist <= 0.5 * p.threshold and a.phash and ph
-                        and _hamming(a.phash, ph) <= p.phash_distance):
+                    dist <= 0.5 * p.threshold
+                    and a.phash
+                    and ph
+                    and _hamming(a.phash, ph) <= p.phash_distance
+                ):
                     match = pos
                     break
         if match is None:
@@ -258,16 +282,26 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
         else:
             reasons[i] = "duplicate"
 
-    def finish(outcome: str, why: str | None, refs: list[int], dist: dict[int, float]) -> CurationResult:
+    def finish(
+        outcome: str, why: str | None, refs: list[int], dist: dict[int, float]
+    ) -> CurationResult:
         ref_set = set(refs)
         decisions = []
         for i, c in enumerate(candidates):
             r = reasons.get(i)
-            decisions.append(Decision(
-                image_id=c.image_id, state="rejected" if r else "accepted", reason=r,
-                is_reference=i in ref_set and not r, distance=dist.get(i), quality=qual.get(i)))
-        return CurationResult(outcome, why, tuple(decisions),
-                              tuple(candidates[i].image_id for i in refs))
+            decisions.append(
+                Decision(
+                    image_id=c.image_id,
+                    state="rejected" if r else "accepted",
+                    reason=r,
+                    is_reference=i in ref_set and not r,
+                    distance=dist.get(i),
+                    quality=qual.get(i),
+                )
+            )
+        return CurationResult(
+            outcome, why, tuple(decisions), tuple(candidates[i].image_id for i in refs)
+        )
 
     def no_consensus(why: str, dist: dict[int, float] | None = None) -> CurationResult:
         for i in unique:
@@ -275,8 +309,10 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
         return finish("no_consensus", why, [], dist or {})
 
     if len(unique) < p.min_references:
-        return no_consensus(f"only {len(unique)} usable distinct faces, need {p.min_references} "
-                            "to agree on references")
+        return no_consensus(
+            f"only {len(unique)} usable distinct faces, need {p.min_references} "
+            "to agree on references"
+        )
 
     mat = np.array([vecs[i] for i in unique])
     d = distance_matrix(mat, mat, p.metric)
@@ -295,21 +331,26 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
             if j not in group and all(d[j, m] <= tr for m in group):
                 group.append(j)
         if len(group) < p.min_references:
-            return no_consensus(f"the anchor agrees with only {len(group) - 1} other face(s), "
-                                f"need {p.min_references - 1}")
+            return no_consensus(
+                f"the anchor agrees with only {len(group) - 1} other face(s), "
+                f"need {p.min_references - 1}"
+            )
     else:
         group = _best_group(d, tr, everyone, range(n))
         if len(group) < p.min_references:
-            return no_consensus(f"largest group of mutually matching faces has {len(group)}, "
-                                f"need {p.min_references}")
+            return no_consensus(
+                f"largest group of mutually matching faces has {len(group)}, "
+                f"need {p.min_references}"
+            )
         # A rival group: disjoint, far from this one, and nearly as large -> ambiguous.
         outside = everyone.copy()
         outside[group] = False
         far = outside & (np.median(d[:, group], axis=1) > p.threshold)
         rival = _best_group(d, tr, far, [k for k in range(n) if far[k]])
         if len(rival) >= p.min_references and len(rival) >= p.ambiguity_ratio * len(group):
-            return no_consensus(f"ambiguous: two different faces recur ({len(group)} and "
-                                f"{len(rival)} photos)")
+            return no_consensus(
+                f"ambiguous: two different faces recur ({len(group)} and {len(rival)} photos)"
+            )
 
     # Outliers of the group (a look-alike can be within the threshold of everyone) are not
     # references: a member must be as close to the others as the group typically is.
@@ -333,7 +374,9 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
     if len(refs) > 1:
         rr = d[np.ix_(refs, refs)]
         loo = [float(np.median(np.delete(rr[k], k))) for k in range(len(refs))]
-        accept_t = min(p.threshold, max(p.spread_floor * p.threshold, p.spread_factor * float(np.mean(loo))))
+        accept_t = min(
+            p.threshold, max(p.spread_floor * p.threshold, p.spread_factor * float(np.mean(loo)))
+        )
     else:
         accept_t = p.threshold
 
@@ -348,10 +391,12 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
     # The duplicates' distance too, for review.
     for i in usable:
         if i not in dist and vecs[i] is not None:
-            dist[i] = round(float(np.median(distance_matrix(vecs[i][None], mat[refs], p.metric))), 4)
+            dist[i] = round(
+                float(np.median(distance_matrix(vecs[i][None], mat[refs], p.metric))), 4
+            )
 
     ref_idx = {unique[k] for k in refs}
     accepted.sort(key=lambda i: (i not in ref_idx, -qual[i], candidates[i].rank))
-    for i in accepted[p.max_per_person:]:
+    for i in accepted[p.max_per_person :]:
         reasons[i] = "over_cap"
     return finish("curated", None, [unique[k] for k in refs], dist)

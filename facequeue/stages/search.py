@@ -5,6 +5,7 @@
 ranked from 1. Provider failures raise `ProviderError` (worth retrying later) or
 `PermanentStageError` (bad or missing key, wrong endpoint). Keys never reach a log line.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,9 +21,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
-from .config import Config
-from .download import retry_after_seconds
-from .errors import ConfigError, PermanentStageError, ProviderError
+from facequeue.config import Config
+from facequeue.errors import ConfigError, PermanentStageError, ProviderError
+from facequeue.stages.download import retry_after_seconds
 
 log = structlog.get_logger()
 
@@ -66,10 +67,13 @@ def query_text(cfg: Config, q: PersonQuery) -> str:
     """search.query_template filled in, with empty parts collapsed."""
     try:
         text = cfg.search.query_template.format(
-            name=q.search_name or q.name, occupation=q.occupation or "", country=q.country or "")
+            name=q.search_name or q.name, occupation=q.occupation or "", country=q.country or ""
+        )
     except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(f"search.query_template: bad placeholder {exc} "
-                          "(use {name}, {occupation}, {country})") from None
+        raise ConfigError(
+            f"search.query_template: bad placeholder {exc} "
+            "(use {name}, {occupation}, {country})"
+        ) from None
     text = re.sub(r"\(\s*\)|\[\s*\]", " ", text)
     return " ".join(text.split()).strip(" ,;-")
 
@@ -93,8 +97,15 @@ def _plain(value: Any) -> str | None:
     return " ".join(text.split()) or None
 
 
-async def _get_json(session: aiohttp.ClientSession, cfg: Config, name: str, url: str,
-                    params: dict[str, Any], headers: dict[str, str], timeout_s: float) -> Any:
+async def _get_json(
+    session: aiohttp.ClientSession,
+    cfg: Config,
+    name: str,
+    url: str,
+    params: dict[str, Any],
+    headers: dict[str, str],
+    timeout_s: float,
+) -> Any:
     """GET + JSON with retries on 429/5xx/network errors; errors carry no secrets."""
     attempts = cfg.search.retries + 1
     where = f"{urlsplit(url).netloc}{urlsplit(url).path}"
@@ -105,14 +116,18 @@ async def _get_json(session: aiohttp.ClientSession, cfg: Config, name: str, url:
             async with session.get(url, params=params, headers=headers, timeout=timeout) as resp:
                 status = resp.status
                 if status in (401, 403):
-                    raise PermanentStageError(f"{name}: HTTP {status} from {where}: "
-                                              "the API key is missing, invalid or not subscribed")
+                    raise PermanentStageError(
+                        f"{name}: HTTP {status} from {where}: "
+                        "the API key is missing, invalid or not subscribed"
+                    )
                 if status == 429 or status >= 500:
                     problem = f"HTTP {status} from {where}"
                     delay = retry_after_seconds(resp.headers.get("Retry-After"))
                 elif status >= 400:
-                    raise PermanentStageError(f"{name}: HTTP {status} from {where} "
-                                              "(check the endpoint and parameters in the config)")
+                    raise PermanentStageError(
+                        f"{name}: HTTP {status} from {where} "
+                        "(check the endpoint and parameters in the config)"
+                    )
                 else:
                     body = bytearray()
                     async for chunk in resp.content.iter_chunked(65536):
@@ -123,7 +138,7 @@ async def _get_json(session: aiohttp.ClientSession, cfg: Config, name: str, url:
                         return json.loads(body)
                     except ValueError:
                         raise ProviderError(f"{name}: malformed JSON from {where}") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             problem = f"{type(exc).__name__} talking to {where}"
             if isinstance(exc, aiohttp.ClientConnectorError):
                 problem = f"cannot connect to {where}"
@@ -135,8 +150,9 @@ async def _get_json(session: aiohttp.ClientSession, cfg: Config, name: str, url:
         if delay is None:
             delay = cfg.search.retry_backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
         delay = min(delay, cfg.download.retry_after_max_s)
-        log.info("search_retry", provider=name, problem=problem, attempt=attempt,
-                 delay_s=round(delay, 3))
+        log.info(
+            "search_retry", provider=name, problem=problem, attempt=attempt, delay_s=round(delay, 3)
+        )
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -168,19 +184,40 @@ class RapidApiProvider:
         if not key:
             raise PermanentStageError("rapidapi: RAPIDAPI_KEY is not set in the environment")
         c = self.cfg.rapidapi
-        params = {"query": query_text(self.cfg, q), "limit": str(c.limit), "size": c.size,
-                  "type": c.type, "region": c.region}
-        headers = {"x-rapidapi-key": key, "x-rapidapi-host": c.host,
-                   "User-Agent": self.cfg.user_agent}
-        data = await _get_json(self.session, self.cfg, self.name, c.base_url.rstrip("/") + "/search",
-                               params, headers, c.timeout_s)
+        params = {
+            "query": query_text(self.cfg, q),
+            "limit": str(c.limit),
+            "size": c.size,
+            "type": c.type,
+            "region": c.region,
+        }
+        headers = {
+            "x-rapidapi-key": key,
+            "x-rapidapi-host": c.host,
+            "User-Agent": self.cfg.user_agent,
+        }
+        data = await _get_json(
+            self.session,
+            self.cfg,
+            self.name,
+            c.base_url.rstrip("/") + "/search",
+            params,
+            headers,
+            c.timeout_s,
+        )
         if not isinstance(data, dict):
             raise ProviderError("rapidapi: answer is not a JSON object")
         status = data.get("status")
         if status not in (None, "OK", "ok"):
-            message = _str(data.get("message")) or _str((data.get("error") or {}).get("message")
-                                                        if isinstance(data.get("error"), dict)
-                                                        else data.get("error")) or ""
+            message = (
+                _str(data.get("message"))
+                or _str(
+                    (data.get("error") or {}).get("message")
+                    if isinstance(data.get("error"), dict)
+                    else data.get("error")
+                )
+                or ""
+            )
             raise ProviderError(f"rapidapi: status {status!r} {message}".strip())
         items = data.get("data")
         if items is None:
@@ -192,10 +229,19 @@ class RapidApiProvider:
             if not isinstance(item, dict):
                 continue
             url, thumb = _str(item.get("url")), _str(item.get("thumbnail_url"))
-            rows.append({"url": url or thumb, "thumbnail_url": thumb,
-                         "page_url": _str(item.get("source_url")), "title": _str(item.get("title")),
-                         "width": _int(item.get("width")), "height": _int(item.get("height")),
-                         "mime": None, "license": None, "author": None})
+            rows.append(
+                {
+                    "url": url or thumb,
+                    "thumbnail_url": thumb,
+                    "page_url": _str(item.get("source_url")),
+                    "title": _str(item.get("title")),
+                    "width": _int(item.get("width")),
+                    "height": _int(item.get("height")),
+                    "mime": None,
+                    "license": None,
+                    "author": None,
+                }
+            )
         return _ranked(rows, self.name, self.cfg.search.max_results)
 
 
@@ -210,10 +256,15 @@ class WikimediaProvider:
     async def search(self, q: PersonQuery) -> list[SearchResult]:
         c, limit = self.cfg.wikimedia, self.cfg.search.max_results
         params: dict[str, Any] = {
-            "action": "query", "format": "json", "formatversion": "2",
-            "generator": "search", "gsrsearch": f"{query_text(self.cfg, q)} filetype:bitmap",
-            "gsrnamespace": "6", "gsrlimit": str(min(WIKIMEDIA_PAGE, max(limit, 10))),
-            "prop": "imageinfo", "iiprop": "url|size|mime|extmetadata",
+            "action": "query",
+            "format": "json",
+            "formatversion": "2",
+            "generator": "search",
+            "gsrsearch": f"{query_text(self.cfg, q)} filetype:bitmap",
+            "gsrnamespace": "6",
+            "gsrlimit": str(min(WIKIMEDIA_PAGE, max(limit, 10))),
+            "prop": "imageinfo",
+            "iiprop": "url|size|mime|extmetadata",
             "iiextmetadatafilter": "LicenseShortName|UsageTerms|Artist|Credit",
         }
         if c.thumb_width:
@@ -222,8 +273,15 @@ class WikimediaProvider:
         pages: dict[int | str, dict] = {}
         cont: dict[str, Any] = {}
         for _ in range(limit // WIKIMEDIA_PAGE + 3):  # continuation, bounded
-            data = await _get_json(self.session, self.cfg, self.name, c.api_url,
-                                   {**params, **cont}, headers, c.timeout_s)
+            data = await _get_json(
+                self.session,
+                self.cfg,
+                self.name,
+                c.api_url,
+                {**params, **cont},
+                headers,
+                c.timeout_s,
+            )
             if not isinstance(data, dict):
                 raise ProviderError("wikimedia: answer is not a JSON object")
             if isinstance(data.get("error"), dict):
@@ -241,7 +299,7 @@ class WikimediaProvider:
             cont = data.get("continue") if isinstance(data.get("continue"), dict) else {}
             if not cont or good >= limit:
                 break
-        ordered = sorted(pages.values(), key=lambda p: (_int(p.get("index")) or 10**9))
+        ordered = sorted(pages.values(), key=lambda p: _int(p.get("index")) or 10**9)
         rows = [row for row in (self._row(p) for p in ordered) if row]
         return _ranked(rows, self.name, limit)
 
@@ -260,11 +318,17 @@ class WikimediaProvider:
             entry = meta.get(field)
             return _plain(entry.get("value")) if isinstance(entry, dict) else None
 
-        return {"url": info["url"], "thumbnail_url": _str(info.get("thumburl")),
-                "page_url": _str(info.get("descriptionurl")), "title": _str(page.get("title")),
-                "width": _int(info.get("width")), "height": _int(info.get("height")), "mime": mime,
-                "license": meta_value("LicenseShortName") or meta_value("UsageTerms"),
-                "author": meta_value("Artist") or meta_value("Credit")}
+        return {
+            "url": info["url"],
+            "thumbnail_url": _str(info.get("thumburl")),
+            "page_url": _str(info.get("descriptionurl")),
+            "title": _str(page.get("title")),
+            "width": _int(info.get("width")),
+            "height": _int(info.get("height")),
+            "mime": mime,
+            "license": meta_value("LicenseShortName") or meta_value("UsageTerms"),
+            "author": meta_value("Artist") or meta_value("Credit"),
+        }
 
 
 def _norm(text: str) -> str:
@@ -299,12 +363,27 @@ class FolderProvider:
         folder = self._find(Path(self.cfg.folder.root), q)
         if folder is None:
             return []
-        files = sorted(p for p in folder.iterdir()
-                       if p.is_file() and not p.name.startswith(".")
-                       and p.suffix.lower() not in SIDECAR_SUFFIXES)
-        rows = [{"url": str(p.resolve()), "thumbnail_url": None, "page_url": None, "title": p.name,
-                 "width": None, "height": None, "mime": None, "license": None, "author": None}
-                for p in files]
+        files = sorted(
+            p
+            for p in folder.iterdir()
+            if p.is_file()
+            and not p.name.startswith(".")
+            and p.suffix.lower() not in SIDECAR_SUFFIXES
+        )
+        rows = [
+            {
+                "url": str(p.resolve()),
+                "thumbnail_url": None,
+                "page_url": None,
+                "title": p.name,
+                "width": None,
+                "height": None,
+                "mime": None,
+                "license": None,
+                "author": None,
+            }
+            for p in files
+        ]
         return _ranked(rows, self.name, self.cfg.search.max_results)
 
 
@@ -315,5 +394,7 @@ def make_provider(cfg: Config, session: aiohttp.ClientSession) -> Provider:
     try:
         return PROVIDERS[cfg.search.provider](cfg, session)
     except KeyError:
-        raise ConfigError(f"search.provider: unknown provider {cfg.search.provider!r} "
-                          f"(one of {', '.join(PROVIDERS)})") from None
+        raise ConfigError(
+            f"search.provider: unknown provider {cfg.search.provider!r} "
+            f"(one of {', '.join(PROVIDERS)})"
+        ) from None

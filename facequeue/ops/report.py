@@ -8,25 +8,26 @@ so it can be copied elsewhere); an image whose file is gone (rejected originals 
 gets a placeholder with its URL. Pages and thumbnails of people no longer in the database are
 removed, so a forgotten person disappears at the next build.
 """
+
 from __future__ import annotations
 
 import asyncio
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from . import layout
-from .store import Store
+from facequeue import layout
+from facequeue.store import Store
 
-log = structlog.get_logger("facequeue.report")
+log = structlog.get_logger("facequeue.ops.report")
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 THUMB_PX = 160
 STATE_ORDER = ("accepted", "rejected", "analyzed", "downloaded", "pending")
 
@@ -36,9 +37,12 @@ def default_out(cfg: Any) -> Path:
 
 
 def _env() -> Environment:
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
-                      autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
-                      lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.0f}%"
     env.filters["num"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
     env.filters["link"] = _safe_link
@@ -66,7 +70,7 @@ def make_thumb(src: Path, dest: Path, px: int = THUMB_PX) -> bool:
         if dest.is_file() and dest.stat().st_mtime_ns >= src.stat().st_mtime_ns:
             return True
         with Image.open(src) as im:
-            im.draft("RGB", (px * 2, px * 2))          # JPEG: decode at a reduced scale
+            im.draft("RGB", (px * 2, px * 2))  # JPEG: decode at a reduced scale
             im = ImageOps.exif_transpose(im)
             if im.mode not in ("RGB", "L"):
                 rgba = im.convert("RGBA")
@@ -87,13 +91,13 @@ def make_thumb(src: Path, dest: Path, px: int = THUMB_PX) -> bool:
 @dataclass
 class Tile:
     image_id: int
-    thumb: str | None          # relative to the page, None -> placeholder
+    thumb: str | None  # relative to the page, None -> placeholder
     url: str
     caption: str
     reference: bool = False
     distance: float | None = None
     detail: str | None = None
-    source: str = ""           # which file the thumbnail shows: crop, face, original
+    source: str = ""  # which file the thumbnail shows: crop, face, original
 
 
 def _page_name(person: dict) -> str:
@@ -117,28 +121,47 @@ def _tile(cfg: Any, img: dict, out: Path, made: set[Path], prefer: tuple[str, ..
     caption = f"#{img['rank']}"
     if img.get("distance") is not None:
         caption += f" · d={img['distance']:.3f}"
-    return Tile(img["id"], thumb, img.get("final_url") or img["url"], caption,
-                bool(img.get("is_reference")), img.get("distance"), img.get("detail"), source)
+    return Tile(
+        img["id"],
+        thumb,
+        img.get("final_url") or img["url"],
+        caption,
+        bool(img.get("is_reference")),
+        img.get("distance"),
+        img.get("detail"),
+        source,
+    )
 
 
-def _person_context(cfg: Any, person: dict, images: list[dict], out: Path,
-                    made: set[Path]) -> dict:
-    accepted = [_tile(cfg, i, out, made, ("crop_path", "gallery_path", "face_path", "raw_path"))
-                for i in images if i["state"] == "accepted"]
+def _person_context(cfg: Any, person: dict, images: list[dict], out: Path, made: set[Path]) -> dict:
+    accepted = [
+        _tile(cfg, i, out, made, ("crop_path", "gallery_path", "face_path", "raw_path"))
+        for i in images
+        if i["state"] == "accepted"
+    ]
     accepted.sort(key=lambda t: (not t.reference, t.distance if t.distance is not None else 9))
-    rejected: "OrderedDict[str, list[Tile]]" = OrderedDict()
-    for i in sorted((i for i in images if i["state"] == "rejected"),
-                    key=lambda i: (i["reason"] or "", i["rank"])):
+    rejected: OrderedDict[str, list[Tile]] = OrderedDict()
+    for i in sorted(
+        (i for i in images if i["state"] == "rejected"),
+        key=lambda i: (i["reason"] or "", i["rank"]),
+    ):
         rejected.setdefault(i["reason"] or "unknown", []).append(
-            _tile(cfg, i, out, made, ("face_path", "crop_path", "raw_path")))
+            _tile(cfg, i, out, made, ("face_path", "crop_path", "raw_path"))
+        )
     rejected = OrderedDict(sorted(rejected.items(), key=lambda kv: -len(kv[1])))
     pending = [i for i in images if i["state"] not in ("accepted", "rejected")]
-    return {"person": person, "accepted": accepted, "rejected": rejected,
-            "pending": pending, "in_gallery": person.get("gallery_folder") is not None}
+    return {
+        "person": person,
+        "accepted": accepted,
+        "rejected": rejected,
+        "pending": pending,
+        "in_gallery": person.get("gallery_folder") is not None,
+    }
 
 
-def _render_all(cfg: Any, out: Path, people: list[dict], images: dict[int, list[dict]],
-                summary: dict) -> Path:
+def _render_all(
+    cfg: Any, out: Path, people: list[dict], images: dict[int, list[dict]], summary: dict
+) -> Path:
     env = _env()
     made: set[Path] = set()
     pages: set[Path] = set()
@@ -147,7 +170,7 @@ def _render_all(cfg: Any, out: Path, people: list[dict], images: dict[int, list[
         person["page"] = f"people/{_page_name(person)}"
         ctx = _person_context(cfg, person, images[person["person_id"]], out, made)
         cover = next((t.thumb for t in ctx["accepted"] if t.thumb), None)
-        person["cover"] = cover[3:] if cover else None       # relative to index.html
+        person["cover"] = cover[3:] if cover else None  # relative to index.html
         page = out / person["page"]
         _write_text(page, person_tpl.render(**ctx, generated=summary["generated"]))
         pages.add(page)
@@ -167,15 +190,20 @@ async def build_report(cfg: Any, store: Store, out_dir: Path | None = None) -> P
     """Write the whole report from the database; returns the path of index.html."""
     out = Path(out_dir) if out_dir else default_out(cfg)
     people = [dict(r) for r in await store.query("report_people")]
-    images = {p["person_id"]: [dict(r) for r in await store.query("report_images",
-                                                                     person_id=p["person_id"])]
-              for p in people}
+    images = {
+        p["person_id"]: [
+            dict(r) for r in await store.query("report_images", person_id=p["person_id"])
+        ]
+        for p in people
+    }
     totals = dict((await store.query("report_totals"))[0])
-    gallery = {"people": sum(1 for p in people if p["gallery_folder"]),
-               "images": sum(p["gallery_images"] or 0 for p in people),
-               "flagged": sum(1 for p in people if p["flagged"])}
+    gallery = {
+        "people": sum(1 for p in people if p["gallery_folder"]),
+        "images": sum(p["gallery_images"] or 0 for p in people),
+        "flagged": sum(1 for p in people if p["flagged"]),
+    }
     summary = {
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "data_dir": str(cfg.data_dir),
         "queue": await store.queue_summary(),
         "daemons": await store.live_daemons(cfg.queue.heartbeat_s * 3 + 5),

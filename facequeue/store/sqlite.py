@@ -4,23 +4,25 @@ Statements live in queries.sql (by name) and migrations/NNNN_*.sql. One aiosqlit
 per process; an asyncio lock serialises transactions on it so coroutines never interleave
 inside one transaction. Other processes are kept out by SQLite's own locking (BEGIN IMMEDIATE).
 """
+
 from __future__ import annotations
 
 import asyncio
 import re
 import sqlite3
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any
 
 import aiosqlite
 
-from .config import Config
-from .errors import LeaseLost, StoreError
+from facequeue.config import Config
+from facequeue.errors import LeaseLost, StoreError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-MIGRATIONS_DIR = PACKAGE_DIR.parent / "migrations"
+MIGRATIONS_DIR = PACKAGE_DIR / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -88,12 +90,14 @@ class Store:
 
     # -- set-up --------------------------------------------------------------------------
     @classmethod
-    async def open(cls, db_path: Path, migrate: bool = True,
-                   migrations_dir: Path = MIGRATIONS_DIR) -> "Store":
+    async def open(
+        cls, db_path: Path, migrate: bool = True, migrations_dir: Path = MIGRATIONS_DIR
+    ) -> Store:
         try:
             db_path.parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(str(db_path), isolation_level=None,
-                                           timeout=BUSY_TIMEOUT_MS / 1000)
+            conn = await aiosqlite.connect(
+                str(db_path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+            )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open database {db_path}: {exc}") from None
         conn.row_factory = aiosqlite.Row
@@ -123,12 +127,14 @@ class Store:
             await self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                 "name TEXT NOT NULL, applied_at TEXT NOT NULL "
-                "DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))")
+                "DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+            )
             for version, name, path in migration_files(migrations_dir):
                 await self.conn.execute("BEGIN IMMEDIATE")
                 try:
                     cur = await self.conn.execute(
-                        "SELECT 1 FROM schema_migrations WHERE version = ?", (version,))
+                        "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+                    )
                     if await cur.fetchone():
                         await self.conn.execute("COMMIT")
                         continue
@@ -136,7 +142,8 @@ class Store:
                         await self.conn.execute(statement)
                     await self.conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-                        (version, name))
+                        (version, name),
+                    )
                     await self.conn.execute("COMMIT")
                 except BaseException as exc:
                     await self.conn.execute("ROLLBACK")
@@ -147,8 +154,12 @@ class Store:
         return applied_now
 
     async def applied_migrations(self) -> list[tuple[int, str, str]]:
-        return [tuple(r) for r in await self._all(
-            "SELECT version, name, applied_at FROM schema_migrations ORDER BY version")]
+        return [
+            tuple(r)
+            for r in await self._all(
+                "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+            )
+        ]
 
     # -- helpers -----------------------------------------------------------------------
     @asynccontextmanager
@@ -222,32 +233,44 @@ class Store:
         return bool(await self._one(Q["still_own"], {"id": person_id, "owner": owner}))
 
     async def claim_specific(self, person_id: int, owner: str, lease_s: float) -> dict | None:
-        rows = await self._write(Q["claim_specific"],
-                                 {"id": person_id, "owner": owner, "lease_s": lease_s})
+        rows = await self._write(
+            Q["claim_specific"], {"id": person_id, "owner": owner, "lease_s": lease_s}
+        )
         return dict(rows[0]) if rows else None
 
     async def advance_stage(self, person_id: int, owner: str, stage: str) -> None:
-        rows = await self._write(Q["advance_stage"],
-                                 {"id": person_id, "owner": owner, "stage": stage})
+        rows = await self._write(
+            Q["advance_stage"], {"id": person_id, "owner": owner, "stage": stage}
+        )
         if not rows:
             raise LeaseLost(f"lease on person {person_id} was lost before stage {stage}")
 
     async def finish(self, person_id: int, owner: str, state: str, reason: str | None) -> None:
-        rows = await self._write(Q["finish_person"],
-                                 {"id": person_id, "owner": owner, "state": state, "reason": reason})
+        rows = await self._write(
+            Q["finish_person"], {"id": person_id, "owner": owner, "state": state, "reason": reason}
+        )
         if not rows:
             raise LeaseLost(f"lease on person {person_id} was lost before it finished")
 
-    async def fail_attempt(self, person_id: int, owner: str, error: str, max_attempts: int,
-                           delay_s: float) -> tuple[str, int] | None:
-        rows = await self._write(Q["fail_attempt"], {
-            "id": person_id, "owner": owner, "error": error[:2000],
-            "max_attempts": max_attempts, "delay_s": f"{delay_s:.3f}"})
+    async def fail_attempt(
+        self, person_id: int, owner: str, error: str, max_attempts: int, delay_s: float
+    ) -> tuple[str, int] | None:
+        rows = await self._write(
+            Q["fail_attempt"],
+            {
+                "id": person_id,
+                "owner": owner,
+                "error": error[:2000],
+                "max_attempts": max_attempts,
+                "delay_s": f"{delay_s:.3f}",
+            },
+        )
         return (rows[0][0], rows[0][1]) if rows else None
 
     async def fail_permanently(self, person_id: int, owner: str, error: str) -> None:
-        await self._write(Q["fail_permanently"],
-                          {"id": person_id, "owner": owner, "error": error[:2000]})
+        await self._write(
+            Q["fail_permanently"], {"id": person_id, "owner": owner, "error": error[:2000]}
+        )
 
     async def release(self, person_id: int, owner: str) -> None:
         await self._write(Q["release_person"], {"id": person_id, "owner": owner})
@@ -338,7 +361,9 @@ class Store:
             await conn.executemany(Q[statement], rows)
 
     async def other_users_of_raw(self, raw_path: str, person_id: int) -> int:
-        row = await self._one(Q["other_users_of_raw"], {"raw_path": raw_path, "person_id": person_id})
+        row = await self._one(
+            Q["other_users_of_raw"], {"raw_path": raw_path, "person_id": person_id}
+        )
         return row[0]
 
     async def forget_raw_paths(self, image_ids: list[int]) -> None:
@@ -360,8 +385,9 @@ def _split_sql(script: str) -> list[str]:
             if buf.strip():
                 statements.append(buf.strip())
             buf = ""
-    if buf.strip() and not all(l.strip().startswith("--") or not l.strip()
-                               for l in buf.splitlines()):
+    if buf.strip() and not all(
+        l.strip().startswith("--") or not l.strip() for l in buf.splitlines()
+    ):
         raise StoreError("migration ends with an incomplete statement")
     return statements
 

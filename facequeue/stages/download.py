@@ -5,10 +5,23 @@ file under `cfg.tmp_dir` (size capped while streaming), checks the bytes are a r
 then renames it atomically to content-addressed storage `dest_dir/<sha[:2]>/<sha>.<ext>`.
 Every expected failure is a `DownloadOutcome` with a snake_case `reason`, never an exception.
 """
+
 from __future__ import annotations
 
-import asyncio, contextlib, contextvars, errno, hashlib, ipaddress, os  # noqa: E401
-import random, re, shutil, socket, time, uuid, warnings  # noqa: E401
+import asyncio  # noqa: E401
+import contextlib
+import contextvars
+import errno
+import hashlib
+import ipaddress
+import os
+import random  # noqa: E401
+import re
+import shutil
+import socket
+import time
+import uuid
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -23,7 +36,7 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 from PIL import Image, UnidentifiedImageError
 
-from .config import Config
+from facequeue.config import Config
 
 log = structlog.get_logger()
 
@@ -34,8 +47,16 @@ ROBOTS_MAX_BYTES = 512 * 1024
 ROBOTS_CACHE_SIZE = 4096
 TMP_PREFIX = "dl-"
 # Formats accepted (detected from content by Pillow) -> file extension. Never EPS & co.
-FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif",
-           "BMP": "bmp", "TIFF": "tif", "AVIF": "avif"}
+FORMATS = {
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+    "AVIF": "avif",
+}
 ACCEPT = "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8"
 _XR_VALUED = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
 
@@ -56,13 +77,21 @@ class DownloadOutcome:
     format: str | None
 
 
-def _fail(url: str, reason: str, detail: str, final_url: str | None = None,
-          content_type: str | None = None, size: int | None = None) -> DownloadOutcome:
-    return DownloadOutcome(url, False, reason, detail, None, None, final_url, content_type, size,
-                           None, None, None)
+def _fail(
+    url: str,
+    reason: str,
+    detail: str,
+    final_url: str | None = None,
+    content_type: str | None = None,
+    size: int | None = None,
+) -> DownloadOutcome:
+    return DownloadOutcome(
+        url, False, reason, detail, None, None, final_url, content_type, size, None, None, None
+    )
 
 
 # ---------------------------------------------------------------- address guard (SSRF)
+
 
 class BlockedAddress(OSError):
     """A host resolved to an address the download policy refuses."""
@@ -87,15 +116,21 @@ class AddressPolicy:
             return "multicast"
         if self.allow_private or addr.is_global:
             return None
-        return next((label.replace("_", "-") for label in
-                     ("loopback", "link_local", "private", "unspecified", "reserved")
-                     if getattr(addr, f"is_{label}")), "non-global")
+        return next(
+            (
+                label.replace("_", "-")
+                for label in ("loopback", "link_local", "private", "unspecified", "reserved")
+                if getattr(addr, f"is_{label}")
+            ),
+            "non-global",
+        )
 
 
 # Set by Downloader.fetch for the duration of a download: the resolver checks addresses only
 # then, so API calls to configured endpoints through the same session are not affected.
 _guard: contextvars.ContextVar[AddressPolicy | None] = contextvars.ContextVar(
-    "facequeue_download_guard", default=None)
+    "facequeue_download_guard", default=None
+)
 
 
 class GuardedResolver(AbstractResolver):
@@ -104,7 +139,9 @@ class GuardedResolver(AbstractResolver):
     def __init__(self, inner: AbstractResolver | None = None) -> None:
         self._inner = inner or DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ):
         infos = await self._inner.resolve(host, port, family)
         policy = _guard.get()
         if policy is not None:
@@ -122,17 +159,26 @@ def make_session(cfg: Config) -> aiohttp.ClientSession:
     """The daemon's single HTTP session: connector limits, guarded resolver, User-Agent."""
     d = cfg.download
     # No DNS cache: every new connection is resolved, and so checked, in its own context.
-    connector = aiohttp.TCPConnector(limit=d.concurrency, limit_per_host=d.per_host,
-                                     resolver=GuardedResolver(), use_dns_cache=False)
-    return aiohttp.ClientSession(connector=connector, timeout=_timeout(cfg),
-                                 headers={"User-Agent": cfg.user_agent},
-                                 cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+    connector = aiohttp.TCPConnector(
+        limit=d.concurrency,
+        limit_per_host=d.per_host,
+        resolver=GuardedResolver(),
+        use_dns_cache=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=_timeout(cfg),
+        headers={"User-Agent": cfg.user_agent},
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+    )
 
 
 def _timeout(cfg: Config) -> aiohttp.ClientTimeout:
     d = cfg.download
-    return aiohttp.ClientTimeout(total=d.total_timeout_s, sock_connect=d.connect_timeout_s,
-                                 sock_read=d.read_timeout_s)
+    return aiohttp.ClientTimeout(
+        total=d.total_timeout_s, sock_connect=d.connect_timeout_s, sock_read=d.read_timeout_s
+    )
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -151,6 +197,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 # ---------------------------------------------------------------- content checks (thread side)
 
+
 def _sniff(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(512)
@@ -159,12 +206,16 @@ def _sniff(path: Path) -> str:
         return "empty body"
     if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
         return "HTML page, not an image"
-    return ("markup (HTML/XML/SVG), not a raster image" if text.startswith(b"<")
-            else f"unrecognised data starting {head[:8].hex()}")
+    return (
+        "markup (HTML/XML/SVG), not a raster image"
+        if text.startswith(b"<")
+        else f"unrecognised data starting {head[:8].hex()}"
+    )
 
 
-def check_image(path: Path, max_pixels: int, min_side: int
-                ) -> tuple[str | None, str, str | None, int | None, int | None]:
+def check_image(
+    path: Path, max_pixels: int, min_side: int
+) -> tuple[str | None, str, str | None, int | None, int | None]:
     """(reason or None, detail, format, width, height) for the file, by content only.
 
     Size comes from the header and is checked before anything is decoded; then the whole
@@ -184,7 +235,13 @@ def check_image(path: Path, max_pixels: int, min_side: int
             fmt = im.format or "?"
             w, h = im.size
             if w * h > max_pixels:
-                return "too_many_pixels", f"{w}x{h} = {w * h} pixels > {max_pixels}", fmt.lower(), w, h
+                return (
+                    "too_many_pixels",
+                    f"{w}x{h} = {w * h} pixels > {max_pixels}",
+                    fmt.lower(),
+                    w,
+                    h,
+                )
             try:
                 orientation = im.getexif().get(0x0112, 1)
             except Exception:  # noqa: BLE001 - a broken EXIF block is not fatal
@@ -228,7 +285,9 @@ def _finish(tmp: Path, sha: str, dest_dir: Path, max_pixels: int, min_side: int)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        part = dest.parent / f".{sha}.{uuid.uuid4().hex}.part"  # other filesystem: copy, then rename
+        part = (
+            dest.parent / f".{sha}.{uuid.uuid4().hex}.part"
+        )  # other filesystem: copy, then rename
         try:
             shutil.copyfile(tmp, part)
             _fsync(part)
@@ -241,6 +300,7 @@ def _finish(tmp: Path, sha: str, dest_dir: Path, max_pixels: int, min_side: int)
 
 
 # ---------------------------------------------------------------- downloader
+
 
 @dataclass
 class _Step:
@@ -283,7 +343,7 @@ class Downloader:
             await self._session.close()
         self._session = None
 
-    async def __aenter__(self) -> "Downloader":
+    async def __aenter__(self) -> Downloader:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -314,8 +374,12 @@ class Downloader:
         if not src.is_file():
             return _fail(url, "not_a_file", f"{src} is not a regular file")
         if st.st_size > self.cfg.download.max_bytes:
-            return _fail(url, "too_large", f"{st.st_size} bytes > {self.cfg.download.max_bytes}",
-                         size=st.st_size)
+            return _fail(
+                url,
+                "too_large",
+                f"{st.st_size} bytes > {self.cfg.download.max_bytes}",
+                size=st.st_size,
+            )
         tmp = self._tmp_path()
         try:
             digest = hashlib.sha256()
@@ -342,36 +406,63 @@ class Downloader:
             if bad:
                 return _fail(url, *bad, final_url=current)
             if d.honor_robots_txt and not await self._robots_allow(current):
-                return _fail(url, "robots_txt", f"robots.txt of {urlsplit(current).netloc} "
-                             "disallows this URL", final_url=current)
+                return _fail(
+                    url,
+                    "robots_txt",
+                    f"robots.txt of {urlsplit(current).netloc} disallows this URL",
+                    final_url=current,
+                )
             step = await self._attempt(current)
             if step.kind == "redirect":
                 hops += 1
                 if step.location in seen:
-                    return _fail(url, "too_many_redirects", f"redirect loop at {step.location}",
-                                 final_url=current)
+                    return _fail(
+                        url,
+                        "too_many_redirects",
+                        f"redirect loop at {step.location}",
+                        final_url=current,
+                    )
                 if hops > d.max_redirects:
-                    return _fail(url, "too_many_redirects", f"more than {d.max_redirects} redirects",
-                                 final_url=current)
+                    return _fail(
+                        url,
+                        "too_many_redirects",
+                        f"more than {d.max_redirects} redirects",
+                        final_url=current,
+                    )
                 seen.add(step.location)
                 current = step.location
                 continue
             if step.kind == "retry":
                 attempt += 1
                 if attempt > d.retries:
-                    return _fail(url, step.reason, f"{step.detail} (gave up after {attempt} "
-                                 "attempts)", final_url=current)
+                    return _fail(
+                        url,
+                        step.reason,
+                        f"{step.detail} (gave up after {attempt} attempts)",
+                        final_url=current,
+                    )
                 if step.delay is not None:
                     delay = min(step.delay, d.retry_after_max_s)
                 else:
                     delay = d.retry_backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-                log.info("download_retry", url=current, reason=step.reason, attempt=attempt,
-                         delay_s=round(delay, 3))
+                log.info(
+                    "download_retry",
+                    url=current,
+                    reason=step.reason,
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                )
                 await asyncio.sleep(delay)
                 continue
             if step.kind == "fail":
-                return _fail(url, step.reason, step.detail, final_url=current,
-                             content_type=step.content_type, size=step.size)
+                return _fail(
+                    url,
+                    step.reason,
+                    step.detail,
+                    final_url=current,
+                    content_type=step.content_type,
+                    size=step.size,
+                )
             try:
                 return await self._store(url, current, step, dest_dir)
             finally:
@@ -427,8 +518,9 @@ class Downloader:
         tmp: Path | None = None
         try:
             async with self._slot(urlsplit(url).netloc.lower()):
-                async with self.session.get(url, allow_redirects=False, timeout=self._timeout,
-                                            headers=self._headers) as resp:
+                async with self.session.get(
+                    url, allow_redirects=False, timeout=self._timeout, headers=self._headers
+                ) as resp:
                     st, ctype = resp.status, resp.headers.get("Content-Type")
                     if st in REDIRECT_STATUSES:
                         loc = resp.headers.get("Location")
@@ -436,8 +528,12 @@ class Downloader:
                             return _Step("fail", "http_error", f"HTTP {st} without Location")
                         return _Step("redirect", location=urljoin(url, loc))
                     if st == 429 or st >= 500:
-                        return _Step("retry", f"http_{st}", f"HTTP {st} {resp.reason or ''}".strip(),
-                                     delay=retry_after_seconds(resp.headers.get("Retry-After")))
+                        return _Step(
+                            "retry",
+                            f"http_{st}",
+                            f"HTTP {st} {resp.reason or ''}".strip(),
+                            delay=retry_after_seconds(resp.headers.get("Retry-After")),
+                        )
                     if st >= 400:
                         return _Step("fail", f"http_{st}", f"HTTP {st} {resp.reason or ''}".strip())
                     if st not in (200, 203):
@@ -445,24 +541,38 @@ class Downloader:
                     if d.honor_x_robots_tag:
                         blocked = self._x_robots_blocked(resp.headers.getall("X-Robots-Tag", []))
                         if blocked:
-                            return _Step("fail", "x_robots_tag", f"X-Robots-Tag: {blocked}",
-                                         content_type=ctype)
+                            return _Step(
+                                "fail",
+                                "x_robots_tag",
+                                f"X-Robots-Tag: {blocked}",
+                                content_type=ctype,
+                            )
                     length = resp.content_length
                     if length is not None and length > d.max_bytes:
-                        return _Step("fail", "too_large", f"Content-Length {length} > {d.max_bytes}",
-                                     content_type=ctype, size=length)
+                        return _Step(
+                            "fail",
+                            "too_large",
+                            f"Content-Length {length} > {d.max_bytes}",
+                            content_type=ctype,
+                            size=length,
+                        )
                     tmp = self._tmp_path()
                     digest, size = hashlib.sha256(), 0
                     async with aiofiles.open(tmp, "wb") as f:
                         async for chunk in resp.content.iter_chunked(CHUNK):
                             size += len(chunk)
                             if size > d.max_bytes:
-                                return _Step("fail", "too_large", f"body over {d.max_bytes} bytes",
-                                             content_type=ctype)
+                                return _Step(
+                                    "fail",
+                                    "too_large",
+                                    f"body over {d.max_bytes} bytes",
+                                    content_type=ctype,
+                                )
                             digest.update(chunk)
                             await f.write(chunk)
-                    step = _Step("ok", tmp=tmp, sha=digest.hexdigest(), size=size,
-                                 content_type=ctype)
+                    step = _Step(
+                        "ok", tmp=tmp, sha=digest.hexdigest(), size=size, content_type=ctype
+                    )
                     tmp = None  # handed over to the caller
                     return step
         except aiohttp.ClientConnectorError as exc:
@@ -471,9 +581,13 @@ class Downloader:
             if isinstance(exc, aiohttp.ClientSSLError):
                 return _Step("fail", "tls_error", f"TLS: {exc}")
             return _Step("retry", "connection_error", f"cannot connect: {exc}")
-        except asyncio.TimeoutError:
-            return _Step("retry", "timeout", f"timed out (connect {d.connect_timeout_s}s, read "
-                         f"{d.read_timeout_s}s, total {d.total_timeout_s}s)")
+        except TimeoutError:
+            return _Step(
+                "retry",
+                "timeout",
+                f"timed out (connect {d.connect_timeout_s}s, read "
+                f"{d.read_timeout_s}s, total {d.total_timeout_s}s)",
+            )
         except aiohttp.InvalidURL as exc:
             return _Step("fail", "bad_url", f"invalid URL: {exc}")
         except (aiohttp.ClientError, OSError) as exc:
@@ -482,15 +596,42 @@ class Downloader:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
 
-    async def _store(self, url: str, final_url: str, step: _Step, dest_dir: Path) -> DownloadOutcome:
+    async def _store(
+        self, url: str, final_url: str, step: _Step, dest_dir: Path
+    ) -> DownloadOutcome:
         d = self.cfg.download
         reason, detail, fmt, w, h, path = await asyncio.to_thread(
-            _finish, step.tmp, step.sha, dest_dir, d.max_pixels, d.min_image_side)
+            _finish, step.tmp, step.sha, dest_dir, d.max_pixels, d.min_image_side
+        )
         if reason:
-            return DownloadOutcome(url, False, reason, detail, step.sha, None, final_url,
-                                   step.content_type, step.size, w, h, fmt)
-        return DownloadOutcome(url, True, None, detail, step.sha, path, final_url,
-                               step.content_type, step.size, w, h, fmt)
+            return DownloadOutcome(
+                url,
+                False,
+                reason,
+                detail,
+                step.sha,
+                None,
+                final_url,
+                step.content_type,
+                step.size,
+                w,
+                h,
+                fmt,
+            )
+        return DownloadOutcome(
+            url,
+            True,
+            None,
+            detail,
+            step.sha,
+            path,
+            final_url,
+            step.content_type,
+            step.size,
+            w,
+            h,
+            fmt,
+        )
 
     def _x_robots_blocked(self, values: list[str]) -> str | None:
         for value in values:
@@ -528,16 +669,22 @@ class Downloader:
     async def _fetch_robots(self, origin: str) -> RobotFileParser | None:
         """Parsed robots.txt, or None (= everything allowed) when it is missing or unreachable."""
         url = f"{origin}/robots.txt"
-        timeout = aiohttp.ClientTimeout(total=min(self.cfg.download.total_timeout_s, 30.0),
-                                        sock_connect=self.cfg.download.connect_timeout_s,
-                                        sock_read=self.cfg.download.read_timeout_s)
+        timeout = aiohttp.ClientTimeout(
+            total=min(self.cfg.download.total_timeout_s, 30.0),
+            sock_connect=self.cfg.download.connect_timeout_s,
+            sock_read=self.cfg.download.read_timeout_s,
+        )
         try:
             for _ in range(6):
                 if self._check_url(url):
                     return None
                 async with self._slot(urlsplit(url).netloc.lower()):
-                    async with self.session.get(url, allow_redirects=False, timeout=timeout,
-                                                headers={"User-Agent": self.cfg.user_agent}) as resp:
+                    async with self.session.get(
+                        url,
+                        allow_redirects=False,
+                        timeout=timeout,
+                        headers={"User-Agent": self.cfg.user_agent},
+                    ) as resp:
                         if resp.status in REDIRECT_STATUSES and resp.headers.get("Location"):
                             url = urljoin(url, resp.headers["Location"])
                             continue
@@ -553,6 +700,6 @@ class Downloader:
                 parser.parse(body.decode("utf-8", errors="replace").splitlines())
                 parser.modified()
                 return parser
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             log.debug("robots_txt_unavailable", origin=origin, error=f"{type(exc).__name__}: {exc}")
         return None

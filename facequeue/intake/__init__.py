@@ -1,0 +1,1 @@
+"""How people enter the queue: names and slugs, LLM and Wikidata sources."""

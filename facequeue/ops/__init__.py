@@ -1,0 +1,1 @@
+"""Operator tools: review report, dataset statistics, doctor."""

@@ -1,0 +1,1 @@
+"""The face engine: DeepFace/dlib set-up, per-image analysis, attributes, recognition index."""
