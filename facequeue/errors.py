@@ -51,5 +51,9 @@ class WikidataError(FacequeueError):
     """The Wikidata SPARQL endpoint gave no usable answer."""
 
 
+class WikidataTimeout(WikidataError):
+    """A query ran past the endpoint's time limit (retried once, not more)."""
+
+
 class LeaseLost(FacequeueError):
     """Another daemon took over a person whose lease expired; this one stops working on it."""

@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import unicodedata
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import openai
@@ -23,9 +24,18 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from facequeue.config import Config
-from facequeue.errors import ConfigError, InputError, LlmError, WikidataError
-from facequeue.intake import wikidata
-from facequeue.intake.names import Dropped, Found, Plan, build_plan, gather_all, with_cross_checks
+from facequeue.errors import ConfigError, InputError, LlmError
+from facequeue.intake import crosscheck
+from facequeue.intake.names import (
+    NO_PROGRESS,
+    Dropped,
+    Found,
+    Plan,
+    Progress,
+    build_plan,
+    gather_all,
+)
+from facequeue.intake.sparql import OnRetry
 
 log = structlog.get_logger("facequeue.intake.llm")
 # The openai package's HTTP client logs every request at INFO; ours says what matters.
@@ -177,6 +187,7 @@ class Llm:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.client = make_client(cfg)
+        self.on_retry: OnRetry | None = None
 
     async def __aenter__(self) -> Llm:
         return self
@@ -237,19 +248,25 @@ class Llm:
             except _BadAnswer as exc:
                 last = str(exc)
             if attempt + 1 < attempts:
-                delay = (
-                    retry_after
-                    if retry_after is not None
-                    else cfg.retry_backoff_s * (2**attempt) * random.uniform(0.75, 1.25)
-                )
-                log.warning(
-                    "llm_retry", what=what, attempt=attempt + 1, error=last, delay_s=round(delay, 3)
-                )
-                await asyncio.sleep(delay)
+                await self._pause(what, attempt, last, retry_after)
         raise LlmError(
             f"no usable {what} answer from {cfg.model} at {cfg.base_url} after "
             f"{attempts} attempt(s): {last}"
         )
+
+    async def _pause(self, what: str, attempt: int, last: str, retry_after: float | None) -> None:
+        """Wait before the next attempt (Retry-After, else backoff with jitter); say why."""
+        delay = (
+            retry_after
+            if retry_after is not None
+            else self.cfg.llm.retry_backoff_s * (2**attempt) * random.uniform(0.75, 1.25)
+        )
+        log.warning(
+            "llm_retry", what=what, attempt=attempt + 1, error=last, delay_s=round(delay, 3)
+        )
+        if self.on_retry is not None:
+            self.on_retry(what, attempt + 1, last)
+        await asyncio.sleep(delay)
 
     async def generate(self, country: str, occupation: str, count: int) -> Generation:
         return await self.ask(
@@ -305,22 +322,31 @@ class Llm:
         return gen, kept, dropped
 
 
-async def plan_country(cfg: Config, country: str, occupations: list[str], count: int) -> Plan:
-    """The `--source llm` plan: two passes per occupation, then the Wikidata cross-check."""
+async def plan_country(
+    cfg: Config,
+    country: str,
+    occupations: list[str],
+    count: int,
+    country_qid: str | None = None,
+    keep_unverified: bool = False,
+    progress: Progress = NO_PROGRESS,
+) -> Plan:
+    """The `--source llm` plan: two passes per occupation, then the Wikidata cross-check.
+
+    A name Wikidata contradicts (another country, another occupation, or unknown) is not
+    queued unless `keep_unverified`; when Wikidata is unreachable names are queued flagged."""
+
+    async def one(occ: str) -> tuple[Generation, list[str], list[Dropped]]:
+        progress.step(occ, f"asking {cfg.llm.model} for {count} names")
+        result = await llm.names(asked, occ, count)
+        progress.done(occ, f"{len(result[1])} names kept by the LLM")
+        return result
+
     async with Llm(cfg) as llm:  # a missing key fails here, before any request
-        place = None
-        unreachable = None
-        if cfg.wikidata.cross_check:
-            async with wikidata.Wikidata(cfg) as wd:
-                try:
-                    place = await wd.resolve_country(country)
-                except WikidataError as exc:
-                    unreachable = str(exc)
-                    log.warning("wikidata_unreachable", error=unreachable)
+        place, unreachable = await crosscheck.resolve_place(cfg, country, country_qid, progress)
         asked = place.label if place else country
-        results = await gather_all(
-            [llm.names(asked, occ, count) for occ in occupations], cfg.llm.concurrency
-        )
+        llm.on_retry = progress.retry
+        results = await gather_all([one(occ) for occ in occupations], cfg.llm.concurrency)
     canonical = (
         place.label
         if place
@@ -328,16 +354,23 @@ async def plan_country(cfg: Config, country: str, occupations: list[str], count:
             (g.country_name.strip() for g, _, _ in results if g.country_name.strip()), country
         )
     )
-    found = [Found(name, occ) for occ, (_, kept, _) in zip(occupations, results) for name in kept]
+    found = [
+        Found(name, occ)
+        for occ, (_, kept, _) in zip(occupations, results, strict=True)
+        for name in kept
+    ]
     dropped = [d for _, _, ds in results for d in ds]
     notes = []
     if place is not None and found:
-        async with wikidata.Wikidata(cfg) as wd:
-            checks = await wd.cross_check(list(dict.fromkeys(f.name for f in found)), place)
-        found = with_cross_checks(found, checks)
+        found, refused, notes = await crosscheck.cross_check(
+            cfg, found, place, keep_unverified, progress
+        )
+        dropped += refused
     elif unreachable:
-        found = with_cross_checks(found, {f.name: ("unreachable", None, None) for f in found})
-        notes.append(f"Wikidata cross-check skipped: {unreachable}")
+        found = [replace(f, cross_check="unreachable") for f in found]
+        notes.append(f"Wikidata cross-check skipped (names queued unverified): {unreachable}")
     plan = build_plan(canonical, f"llm:{cfg.llm.model}", found, dropped)
+    plan.country_qid = place.qid if place else None
+    plan.asked = dict.fromkeys(occupations, count)
     plan.notes.extend(notes)
     return plan

@@ -15,8 +15,8 @@ import asyncio
 import re
 import unicodedata
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import cyrtranslit
 import structlog
@@ -68,7 +68,7 @@ def _key(country: str | None) -> str:
 
 
 def clean_name(name: str) -> str:
-    """A name as given, in NFC with collapsed whitespace; InputError if it has no letter or digit."""
+    """A name as given, in NFC, whitespace collapsed; InputError if it has no letter or digit."""
     if not isinstance(name, str):
         raise InputError(f"a name must be text, got {type(name).__name__}")
     text = " ".join(unicodedata.normalize("NFC", name).split())
@@ -184,6 +184,32 @@ class Plan:
     people: list[NewPerson] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    country_qid: str | None = None
+    asked: dict[str, int] = field(default_factory=dict)  # occupation -> --count
+
+
+class Progress(Protocol):
+    """What a long add-country is doing, per occupation (the CLI draws it with rich)."""
+
+    def step(self, occupation: str, text: str) -> None: ...
+
+    def done(self, occupation: str, text: str) -> None: ...
+
+    def retry(self, what: str, attempt: int, error: str) -> None: ...
+
+
+class _NoProgress:
+    def step(self, occupation: str, text: str) -> None:
+        pass
+
+    def done(self, occupation: str, text: str) -> None:
+        pass
+
+    def retry(self, what: str, attempt: int, error: str) -> None:
+        pass
+
+
+NO_PROGRESS: Progress = _NoProgress()
 
 
 @dataclass(frozen=True)
@@ -240,7 +266,7 @@ def build_plan(
 ) -> Plan:
     """Slugs and search names for everyone found; duplicates within the batch dropped."""
     plan = Plan(country=country, source=source, dropped=list(dropped or []))
-    slugs: set[str] = set()
+    slugs: dict[str, str | None] = {}  # slug -> its Wikidata id
     qids: set[str] = set()
     for item in found:
         try:
@@ -249,10 +275,12 @@ def build_plan(
         except InputError as exc:
             plan.dropped.append(Dropped(item.name, item.occupation, f"bad name: {exc}"))
             continue
+        if slug.casefold() in slugs and namesakes(slugs[slug.casefold()], item.wikidata_id):
+            slug = namesake_slug(slug, item.wikidata_id or "")
         if slug.casefold() in slugs or (item.wikidata_id and item.wikidata_id in qids):
             plan.dropped.append(Dropped(name, item.occupation, "named twice in this run"))
             continue
-        slugs.add(slug.casefold())
+        slugs[slug.casefold()] = item.wikidata_id
         if item.wikidata_id:
             qids.add(item.wikidata_id)
         plan.people.append(
@@ -271,12 +299,12 @@ def build_plan(
     return plan
 
 
-def with_cross_checks(
-    found: list[Found], checks: dict[str, tuple[str, str | None, str | None]]
-) -> list[Found]:
-    """Attach cross-check results {name: (result, wikidata_id, portrait_url)}."""
-    out = []
-    for item in found:
-        result, qid, portrait = checks.get(item.name, ("not_found", None, None))
-        out.append(replace(item, cross_check=result, wikidata_id=qid, portrait_url=portrait))
-    return out
+def namesakes(first: str | None, second: str | None) -> bool:
+    """Two people of one slug are different people when Wikidata says so."""
+    return bool(first and second and first != second)
+
+
+def namesake_slug(slug: str, wikidata_id: str) -> str:
+    """A second person of the same name and country keeps apart by their Wikidata id:
+    "Dragan_Jovanovic" (the first one queued), "Dragan_Jovanovic_Q7000021"."""
+    return f"{slug[: MAX_SLUG - len(wikidata_id) - 1]}_{wikidata_id}"

@@ -1,33 +1,40 @@
 """Names from Wikidata's SPARQL endpoint (no key), and the cross-check of LLM names.
 
 People are humans (P31 Q5) with the country's citizenship (P27) and the occupation (P106,
-or a subclass of it), ranked by their number of sitelinks (how many Wikipedias have an
-article: a good proxy for fame). Country and occupation are resolved from their English
-labels. The portrait (P18) is kept: the analysis stage anchors reference selection on it.
+or a subclass of it), ranked by their number of sitelinks. Country and occupation are
+resolved from their English labels; a label two countries share is an error that lists
+both (choose with a Q-id). The portrait (P18) is kept: the analysis stage anchors reference
+selection on it, so it is only ever taken from a person Wikidata identifies unambiguously.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import random
 import re
 from dataclasses import dataclass
 
-import aiohttp
 import structlog
 
 from facequeue.config import Config
 from facequeue.errors import InputError, WikidataError
-from facequeue.intake.names import Found, Plan, build_plan, gather_all, search_name, transliterate
+from facequeue.intake import wikidata_queries as wq
+from facequeue.intake.names import (
+    NO_PROGRESS,
+    Found,
+    Plan,
+    Progress,
+    build_plan,
+    gather_all,
+    search_name,
+    transliterate,
+)
+from facequeue.intake.sparql import OnRetry, Sparql
 
 log = structlog.get_logger("facequeue.intake.wikidata")
 
-ENTITY = "http://www.wikidata.org/entity/"
-RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
-MAX_RETRY_AFTER_S = 120.0
 CROSS_CHECK_CHUNK = 40
 CONCURRENCY = 3  # WDQS allows a few parallel queries per client
+MORE_ROUNDS = 3  # how often a shortfall of named people asks for a longer list
+QID = re.compile(r"[Qq]\d+")
 
 
 @dataclass(frozen=True)
@@ -45,268 +52,29 @@ class WikiPerson:
     portrait_url: str | None
 
 
-def literal(text: str, lang: str | None = None) -> str:
-    """A SPARQL string literal; quotes, backslashes and line breaks escaped."""
-    body = (
-        text.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-        .replace("\t", "\\t")
-    )
-    if lang is not None:
-        if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{1,8})*", lang):
-            raise ValueError(f"bad language code {lang!r}")
-        return f'"{body}"@{lang}'
-    return f'"{body}"'
+@dataclass(frozen=True)
+class Check:
+    """A cross-check result: `result` is stored in people.cross_check."""
+
+    result: str  # confirmed:Q… | ambiguous:Q…,Q… | other_occupation:Q… | other_country:Q…
+    #              | not_found | unreachable
+    wikidata_id: str | None = None
+    portrait_url: str | None = None
+
+    @property
+    def contradicted(self) -> bool:
+        """Wikidata places the name elsewhere or does not know it."""
+        return self.result.split(":", 1)[0] in ("other_occupation", "other_country", "not_found")
 
 
-def _qid(value: str) -> str:
-    qid = value.rsplit("/", 1)[-1]
-    if not re.fullmatch(r"Q\d+", qid):
-        raise WikidataError(f"unexpected entity in a Wikidata answer: {value[:80]!r}")
-    return qid
+def is_qid(text: str) -> bool:
+    return bool(QID.fullmatch(text.strip()))
 
 
 def _portrait(value: str | None) -> str | None:
     if not value:
         return None
     return "https://" + value[len("http://") :] if value.startswith("http://") else value
-
-
-def country_query(name: str) -> str:
-    return f"""# facequeue: country_by_label
-SELECT ?country ?label (MAX(?sitelinks) AS ?links)
-       (GROUP_CONCAT(DISTINCT ?code; separator=" ") AS ?langs) WHERE {{
-  BIND({literal(name.casefold())} AS ?wanted)
-  VALUES ?type {{ wd:Q6256 wd:Q3624078 }}
-  ?country wdt:P31 ?type .
-  {{ ?country rdfs:label ?l }} UNION {{ ?country skos:altLabel ?l }}
-  FILTER(LANG(?l) = "en" && LCASE(STR(?l)) = ?wanted)
-  ?country wikibase:sitelinks ?sitelinks .
-  OPTIONAL {{ ?country rdfs:label ?label FILTER(LANG(?label) = "en") }}
-  OPTIONAL {{ ?country wdt:P37 ?language . ?language wdt:P424 ?code }}
-}}
-GROUP BY ?country ?label
-ORDER BY DESC(?links)
-LIMIT 5"""
-
-
-def occupation_query(name: str) -> str:
-    variants = dict.fromkeys([name, name.lower(), name[:1].upper() + name[1:].lower()])
-    values = " ".join(literal(v, "en") for v in variants)
-    return f"""# facequeue: occupation_by_label
-SELECT ?occupation ?label ?links WHERE {{
-  VALUES ?text {{ {values} }}
-  {{ ?occupation rdfs:label ?text }} UNION {{ ?occupation skos:altLabel ?text }}
-  FILTER EXISTS {{ ?someone wdt:P106 ?occupation }}
-  ?occupation wikibase:sitelinks ?links .
-  OPTIONAL {{ ?occupation rdfs:label ?label FILTER(LANG(?label) = "en") }}
-}}
-ORDER BY DESC(?links)
-LIMIT 5"""
-
-
-def people_query(country_qid: str, occupation_qid: str, limit: int, langs: tuple[str, ...]) -> str:
-    native = ", ".join(literal(code) for code in langs if re.fullmatch(r"[a-z-]{2,12}", code))
-    native_clause = (
-        f"OPTIONAL {{ ?person rdfs:label ?nat FILTER(LANG(?nat) IN ({native})) }}" if native else ""
-    )
-    return f"""# facequeue: people_by_country_occupation
-SELECT ?person (SAMPLE(?en) AS ?enLabel) (SAMPLE(?mul) AS ?mulLabel)
-       (SAMPLE(?nat) AS ?nativeLabel) (MAX(?sitelinks) AS ?links) (SAMPLE(?img) AS ?image) WHERE {{
-  ?person wdt:P27 wd:{_qid(country_qid)} ;
-          wdt:P31 wd:Q5 ;
-          wdt:P106 ?occ ;
-          wikibase:sitelinks ?sitelinks .
-  ?occ wdt:P279* wd:{_qid(occupation_qid)} .
-  OPTIONAL {{ ?person wdt:P18 ?img }}
-  OPTIONAL {{ ?person rdfs:label ?en FILTER(LANG(?en) = "en") }}
-  OPTIONAL {{ ?person rdfs:label ?mul FILTER(LANG(?mul) = "mul") }}
-  {native_clause}
-}}
-GROUP BY ?person
-ORDER BY DESC(?links)
-LIMIT {int(limit)}"""
-
-
-def match_query(
-    keyed_names: list[tuple[int, str]], country_qid: str, langs: tuple[str, ...]
-) -> str:
-    rows = []
-    for key, text in keyed_names:
-        for lang in dict.fromkeys(("en", "mul") + langs):
-            if re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{1,8})*", lang):
-                rows.append(f"({key} {literal(text, lang)})")
-    return f"""# facequeue: people_by_name
-SELECT ?key ?person ?citizen (MAX(?sitelinks) AS ?links) (SAMPLE(?img) AS ?image) WHERE {{
-  VALUES (?key ?text) {{ {" ".join(rows)} }}
-  {{ ?person rdfs:label ?text }} UNION {{ ?person skos:altLabel ?text }}
-  ?person wdt:P31 wd:Q5 ;
-          wikibase:sitelinks ?sitelinks .
-  OPTIONAL {{ ?person wdt:P18 ?img }}
-  BIND(EXISTS {{ ?person wdt:P27 wd:{_qid(country_qid)} }} AS ?citizen)
-}}
-GROUP BY ?key ?person ?citizen"""
-
-
-class Wikidata:
-    """A SPARQL client: `async with Wikidata(cfg) as wd: await wd.resolve_country("Serbia")`."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.url = cfg.wikidata.sparql_url
-        self.session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Wikidata:
-        self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.cfg.wikidata.timeout_s),
-            headers={
-                "User-Agent": self.cfg.user_agent,
-                "Accept": "application/sparql-results+json",
-            },
-        )
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        if self.session is not None:
-            await self.session.close()
-
-    async def select(self, query: str) -> list[dict[str, str]]:
-        """Run a SELECT; rows as {variable: value}. Retries 429/5xx/timeouts/garbage."""
-        assert self.session is not None, "use `async with Wikidata(cfg)`"
-        kind = query.split("\n", 1)[0].removeprefix("# facequeue: ")
-        attempts = self.cfg.wikidata.max_retries + 1
-        last = ""
-        for attempt in range(attempts):
-            retry_after = None
-            try:
-                async with self.session.post(self.url, data={"query": query}) as resp:
-                    body = await resp.read()
-                    if resp.status in RETRY_STATUS:
-                        last = f"HTTP {resp.status}"
-                        retry_after = _retry_after(resp.headers.get("Retry-After"))
-                    elif resp.status >= 400:
-                        raise WikidataError(
-                            f"{self.url} refused the {kind} query: HTTP {resp.status} "
-                            f"{body[:200].decode('utf-8', 'replace')!r}"
-                        )
-                    else:
-                        return _bindings(body)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                last = f"{type(exc).__name__}: {exc}".rstrip(": ") or type(exc).__name__
-                if isinstance(exc, asyncio.TimeoutError):
-                    last = f"no answer within {self.cfg.wikidata.timeout_s:g} s"
-            except _BadAnswer as exc:
-                last = str(exc)
-            if attempt + 1 < attempts:
-                delay = _backoff(self.cfg.wikidata.retry_backoff_s, attempt, retry_after)
-                log.warning(
-                    "wikidata_retry",
-                    query=kind,
-                    attempt=attempt + 1,
-                    error=last,
-                    delay_s=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
-        raise WikidataError(
-            f"Wikidata ({self.url}) gave no usable answer to the {kind} query "
-            f"after {attempts} attempt(s): {last}"
-        )
-
-    async def resolve_country(self, name: str) -> Item:
-        rows = await self.select(country_query(name))
-        for row in rows:
-            if row.get("country"):
-                langs = tuple(sorted(set(row.get("langs", "").split())))
-                return Item(_qid(row["country"]), row.get("label") or name, langs)
-        raise InputError(f"unknown country {name!r}: Wikidata has no country of that name")
-
-    async def resolve_occupation(self, name: str) -> Item:
-        rows = await self.select(occupation_query(name))
-        for row in rows:
-            if row.get("occupation"):
-                return Item(_qid(row["occupation"]), row.get("label") or name)
-        raise InputError(f"unknown occupation {name!r}: Wikidata has no occupation of that name")
-
-    async def people(self, country: Item, occupation: Item, limit: int) -> list[WikiPerson]:
-        rows = await self.select(
-            people_query(country.qid, occupation.qid, limit, country.languages)
-        )
-        found = []
-        for row in rows:
-            name = row.get("enLabel") or row.get("mulLabel") or row.get("nativeLabel")
-            if not row.get("person") or not name:
-                continue
-            found.append(
-                WikiPerson(
-                    _qid(row["person"]), name, _int(row.get("links")), _portrait(row.get("image"))
-                )
-            )
-        found.sort(key=lambda p: -p.sitelinks)
-        return found[:limit]
-
-    async def cross_check(
-        self, names: list[str], country: Item
-    ) -> dict[str, tuple[str, str | None, str | None]]:
-        """{name: (result, wikidata_id, portrait_url)}; result 'confirmed:Q…' (a human of
-        that name and citizenship), 'other_country:Q…' (a human of that name, other
-        citizenship), 'not_found', or 'unreachable' (the endpoint failed)."""
-        out: dict[str, tuple[str, str | None, str | None]] = {}
-        for start in range(0, len(names), CROSS_CHECK_CHUNK):
-            chunk = names[start : start + CROSS_CHECK_CHUNK]
-            keyed = []
-            for key, name in enumerate(chunk):
-                variants = {
-                    name,
-                    search_name(name, country.label),
-                    " ".join(transliterate(name, country.label).split()),
-                }
-                keyed += [(key, v) for v in sorted(variants)]
-            try:
-                rows = await self.select(match_query(keyed, country.qid, country.languages))
-            except WikidataError as exc:
-                log.warning("wikidata_cross_check_unreachable", error=str(exc))
-                out.update({n: ("unreachable", None, None) for n in chunk})
-                continue
-            best: dict[int, tuple[bool, int, str, str | None]] = {}
-            for row in rows:
-                try:
-                    key = int(row["key"])
-                    candidate = (
-                        row.get("citizen") in ("true", "1"),
-                        _int(row.get("links")),
-                        _qid(row["person"]),
-                        _portrait(row.get("image")),
-                    )
-                except (KeyError, ValueError, WikidataError):
-                    continue
-                if 0 <= key < len(chunk) and (key not in best or candidate[:2] > best[key][:2]):
-                    best[key] = candidate
-            for key, name in enumerate(chunk):
-                if key not in best:
-                    out[name] = ("not_found", None, None)
-                elif best[key][0]:
-                    out[name] = (f"confirmed:{best[key][2]}", best[key][2], best[key][3])
-                else:
-                    out[name] = (f"other_country:{best[key][2]}", None, None)
-        return out
-
-
-class _BadAnswer(Exception):
-    pass
-
-
-def _bindings(body: bytes) -> list[dict[str, str]]:
-    try:
-        data = json.loads(body)
-        rows = data["results"]["bindings"]
-        return [{var: cell["value"] for var, cell in row.items()} for row in rows]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise _BadAnswer(
-            f"not a SPARQL JSON result ({type(exc).__name__}: "
-            f"{body[:80].decode('utf-8', 'replace')!r})"
-        ) from None
 
 
 def _int(value: str | None) -> int:
@@ -316,32 +84,193 @@ def _int(value: str | None) -> int:
         return 0
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value else None
-    except ValueError:
+def _truthy(value: str | None) -> bool:
+    return value in ("true", "1")
+
+
+class Wikidata:
+    """`async with Wikidata(cfg) as wd: await wd.resolve_country("Serbia")`."""
+
+    def __init__(self, cfg: Config, on_retry: OnRetry | None = None) -> None:
+        self.cfg = cfg
+        self.sparql = Sparql(cfg, on_retry)
+
+    async def __aenter__(self) -> Wikidata:
+        await self.sparql.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.sparql.__aexit__(*exc)
+
+    async def resolve_country(self, name: str, country_qid: str | None = None) -> Item:
+        """The country labelled `name` (or the item `country_qid`, which must be a country).
+        InputError when none matches, or when several do (listed with their Q-ids)."""
+        if country_qid is None and is_qid(name):
+            name, country_qid = "", name
+        if country_qid is not None:
+            country_qid = country_qid.strip().upper()
+            if not is_qid(country_qid):
+                raise InputError(f"--country takes a Wikidata Q-id like Q403 (got {country_qid!r})")
+            rows = await self.sparql.select(wq.country_query(country_qid=country_qid), "country")
+            if not rows:
+                raise InputError(f"{country_qid} is not a country on Wikidata")
+        else:
+            rows = await self.sparql.select(wq.country_query(name), "country")
+        rows = [r for r in rows if r.get("country")]
+        if not rows:
+            raise InputError(f"unknown country {name!r}: Wikidata has no country of that name")
+        best = [r for r in rows if _int(r.get("byLabel")) == 1] or rows
+        if len(best) > 1:
+            listed = "; ".join(f"{r.get('label') or '?'} ({wq.qid(r['country'])})" for r in best)
+            raise InputError(
+                f"{name!r} names {len(best)} countries on Wikidata: {listed}; "
+                f"choose one with --country {wq.qid(best[0]['country'])}"
+            )
+        row = best[0]
+        langs = tuple(sorted(set(row.get("langs", "").split())))
+        return Item(wq.qid(row["country"]), row.get("label") or name, langs)
+
+    async def resolve_occupation(self, name: str) -> Item:
+        rows = await self.sparql.select(wq.occupation_query(name), "occupation")
+        for row in rows:
+            if row.get("occupation"):
+                return Item(wq.qid(row["occupation"]), row.get("label") or name)
+        raise InputError(f"unknown occupation {name!r}: Wikidata has no occupation of that name")
+
+    async def people(self, country: Item, occupation: Item, count: int) -> list[WikiPerson]:
+        """The `count` most-linked people with a usable name. A person with no label in
+        English, mul or the country's languages is named by any label it has; one with no
+        label at all is skipped, and a longer list is asked for to fill the place."""
+        limit = count + max(5, count // 2)
+        for _ in range(MORE_ROUNDS):
+            rows = await self.sparql.select(
+                wq.people_query(country.qid, occupation.qid, limit, country.languages), "people"
+            )
+            found = [p for p in map(_person, rows) if p is not None]
+            if len(found) >= count or len(rows) < limit:
+                break
+            limit *= 2
+        found.sort(key=lambda p: -p.sitelinks)
+        return found[:count]
+
+    async def cross_check(
+        self, asked: list[tuple[str, str]], country: Item, occupations: dict[str, Item | None]
+    ) -> dict[tuple[str, str], Check]:
+        """A Check per (name, occupation) an LLM gave. A name fits a Wikidata human with the
+        same label or alias, the country's citizenship and an occupation within the asked
+        one's subclass tree; exactly one fit is `confirmed`, several are `ambiguous` (no id,
+        no portrait: a namesake's photo would anchor the wrong face)."""
+        out: dict[tuple[str, str], Check] = {}
+        for occ_name in dict.fromkeys(o for _, o in asked):
+            names = list(dict.fromkeys(n for n, o in asked if o == occ_name))
+            occupation = occupations.get(occ_name)
+            for start in range(0, len(names), CROSS_CHECK_CHUNK):
+                chunk = names[start : start + CROSS_CHECK_CHUNK]
+                checks = await self._check_chunk(chunk, country, occupation)
+                out.update(
+                    {(name, occ_name): check for name, check in zip(chunk, checks, strict=True)}
+                )
+        return out
+
+    async def _check_chunk(
+        self, chunk: list[str], country: Item, occupation: Item | None
+    ) -> list[Check]:
+        keyed = []
+        for key, name in enumerate(chunk):
+            variants = {
+                name,
+                search_name(name, country.label),
+                " ".join(transliterate(name, country.label).split()),
+            }
+            keyed += [(key, v) for v in sorted(variants)]
+        query = wq.match_query(
+            keyed, country.qid, occupation.qid if occupation else None, country.languages
+        )
+        try:
+            rows = await self.sparql.select(query, "cross-check")
+        except WikidataError as exc:
+            log.warning("wikidata_cross_check_unreachable", error=str(exc))
+            return [Check("unreachable") for _ in chunk]
+        candidates: dict[int, dict[str, tuple[bool, bool, int, str | None]]] = {}
+        for row in rows:
+            try:
+                key, person = int(row["key"]), wq.qid(row["person"])
+            except (KeyError, ValueError, WikidataError):
+                continue
+            candidates.setdefault(key, {})[person] = (
+                _truthy(row.get("citizen")),
+                _truthy(row.get("inOccupation")),
+                _int(row.get("links")),
+                _portrait(row.get("image")),
+            )
+        return [_judge(candidates.get(key, {})) for key in range(len(chunk))]
+
+
+def _judge(candidates: dict[str, tuple[bool, bool, int, str | None]]) -> Check:
+    """One name's Check from its candidates {qid: (citizen, in_occupation, links, image)}."""
+    ranked = sorted(candidates.items(), key=lambda kv: (-kv[1][2], kv[0]))
+    fits = [(q, c) for q, c in ranked if c[0] and c[1]]
+    if len(fits) == 1:
+        qid, (_, _, _, image) = fits[0]
+        return Check(f"confirmed:{qid}", qid, image)
+    if fits:
+        return Check("ambiguous:" + ",".join(q for q, _ in fits))
+    citizens = [q for q, c in ranked if c[0]]
+    if citizens:
+        return Check(f"other_occupation:{citizens[0]}")
+    if ranked:
+        return Check(f"other_country:{ranked[0][0]}")
+    return Check("not_found")
+
+
+def _person(row: dict[str, str]) -> WikiPerson | None:
+    """A person row of people_query; None when it has no label at all."""
+    native = sorted(
+        (k for k in row if re.fullmatch(r"l_[nv]\d+_", k)),
+        key=lambda k: (int(k[3:-1]), k[2] != "n"),  # sr, then sr-el/sr-ec, then the next
+    )
+    columns = ["l_en_", "l_mul_", *native, "l_any_"]
+    name = next((row[c].strip() for c in columns if row.get(c, "").strip()), None)
+    if not row.get("person") or not name:
         return None
+    return WikiPerson(
+        wq.qid(row["person"]), name, _int(row.get("links")), _portrait(row.get("image"))
+    )
 
 
-def _backoff(base: float, attempt: int, retry_after: float | None) -> float:
-    if retry_after is not None:
-        return retry_after
-    return base * (2**attempt) * random.uniform(0.75, 1.25)
-
-
-async def plan_country(cfg: Config, country: str, occupations: list[str], count: int) -> Plan:
+async def plan_country(
+    cfg: Config,
+    country: str,
+    occupations: list[str],
+    count: int,
+    country_qid: str | None = None,
+    progress: Progress = NO_PROGRESS,
+) -> Plan:
     """The `--source wikidata` plan: the most-linked people per occupation."""
-    async with Wikidata(cfg) as wd:
-        place = await wd.resolve_country(country)
-        occ_items = await gather_all([wd.resolve_occupation(o) for o in occupations], CONCURRENCY)
-        lists = await gather_all([wd.people(place, o, count) for o in occ_items], CONCURRENCY)
+
+    async def one(occ: str) -> tuple[Item, list[WikiPerson]]:
+        progress.step(occ, "resolving the occupation on Wikidata")
+        item = await wd.resolve_occupation(occ)
+        progress.step(occ, f"asking Wikidata for {count} people ({item.qid})")
+        people = await wd.people(place, item, count)
+        progress.done(occ, f"{len(people)} of {count} found")
+        return item, people
+
+    async with Wikidata(cfg, progress.retry) as wd:
+        place = await wd.resolve_country(country, country_qid)
+        lists = await gather_all([one(o) for o in occupations], CONCURRENCY)
     found = [
         Found(p.name, occ, p.qid, p.portrait_url, None)
-        for occ, people in zip(occupations, lists)
+        for occ, (_, people) in zip(occupations, lists, strict=True)
         for p in people
     ]
     plan = build_plan(place.label, "wikidata", found)
-    for occ, people in zip(occupations, lists):
-        if not people:
-            plan.notes.append(f"Wikidata lists nobody for {occ!r} in {place.label}")
+    plan.country_qid = place.qid
+    for occ, (_, people) in zip(occupations, lists, strict=True):
+        plan.asked[occ] = count
+        if len(people) < count:
+            plan.notes.append(
+                f"shortfall: Wikidata lists only {len(people)} {occ} people in "
+                f"{place.label} (asked for {count})"
+            )
     return plan

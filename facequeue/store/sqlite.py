@@ -218,6 +218,11 @@ class Store:
                     added.append(row[0])
         return AddResult(added, skipped)
 
+    async def slug_holder(self, slug: str, country: str) -> tuple[bool, str | None]:
+        """(is the slug taken in that country, the Wikidata id of who holds it)."""
+        rows = await self._all(Q["wikidata_id_by_slug"], {"slug": slug, "country": country})
+        return (True, rows[0][0]) if rows else (False, None)
+
     async def claim(self, owner: str, lease_s: float) -> dict | None:
         rows = await self._write(Q["claim_person"], {"owner": owner, "lease_s": lease_s})
         return dict(rows[0]) if rows else None
@@ -386,7 +391,7 @@ def _split_sql(script: str) -> list[str]:
                 statements.append(buf.strip())
             buf = ""
     if buf.strip() and not all(
-        l.strip().startswith("--") or not l.strip() for l in buf.splitlines()
+        line.strip().startswith("--") or not line.strip() for line in buf.splitlines()
     ):
         raise StoreError("migration ends with an incomplete statement")
     return statements
