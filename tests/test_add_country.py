@@ -1,7 +1,8 @@
 """add-country against a local OpenAI-compatible server and a local SPARQL endpoint.
 
-The real `openai.AsyncOpenAI` (base_url -> 127.0.0.1) and aiohttp talk to tests/fake_services.py;
-the database is a real SQLite file.
+The real `openai.AsyncOpenAI` (base_url -> 127.0.0.1) talks to tests/fake_services.py; aiohttp
+talks to a real SPARQL engine (tests/wikidata_endpoint.py, pyoxigraph) loaded with
+tests/wikidata_world.py; the database is a real SQLite file.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from fake_services import (
     Content,
     Delay,
     FakeOpenAI,
-    FakeWikidata,
     Raw,
     Status,
     schema_name,
-    serbia_world,
     user_json,
 )
+from wikidata_endpoint import WikidataEndpoint
+from wikidata_world import serbia_world
 
 from facequeue.cli import main
 from facequeue.config import load_config
@@ -63,7 +64,7 @@ async def llm_server():
 
 @pytest.fixture
 async def wd_server():
-    async with FakeWikidata(serbia_world()) as server:
+    async with WikidataEndpoint(serbia_world()) as server:
         yield server
 
 
@@ -112,12 +113,12 @@ async def test_two_passes_drop_invented_and_foreign_names(tmp_path, llm_server, 
         "Љубиша Самарџић",
         "Miloš Biković",
         "Dragan Nikolić",
-        "Vesna Petrović",
         "Novak Đoković",
         "Ana Ivanović",
     }
-    assert {d.name for d in plan.dropped} == {INVENTED, ABROAD}
-    assert len(result.added) == 6
+    # the LLM drops the invented and the foreign name; Wikidata knows no Vesna Petrović
+    assert {d.name for d in plan.dropped} == {INVENTED, ABROAD, "Vesna Petrović"}
+    assert len(result.added) == 5
     # two structured-output passes per occupation; pass 2 judges exactly pass 1's names
     kinds = [schema_name(b) for b in llm_server.requests]
     assert sorted(kinds) == ["name_verdicts"] * 2 + ["people_list"] * 2
@@ -147,22 +148,27 @@ async def test_two_passes_drop_invented_and_foreign_names(tmp_path, llm_server, 
     )
     assert rows["Miloš Biković"]["slug"] == "Milos_Bikovic"
     assert rows["Dragan Nikolić"]["cross_check"] == "confirmed:Q7000002"  # by its mul label
-    assert rows["Vesna Petrović"]["cross_check"] == "not_found"
-    assert rows["Vesna Petrović"]["wikidata_id"] is None
 
 
 async def test_duplicates_across_runs_and_sources(tmp_path, llm_server, wd_server):
     cfg = make_cfg(tmp_path, llm_server.base_url, wd_server.url)
     _, first = await country.add_country(cfg, "Serbia", ["actor"], source="llm")
     _, again = await country.add_country(cfg, "Serbia", ["actor"], source="llm")
-    assert len(first.added) == 4 and again.added == [] and len(again.skipped) == 4
+    assert len(first.added) == 3 and again.added == [] and len(again.skipped) == 3
     # Wikidata names the same people (same Q ids, other spellings): still no duplicates
     plan, wd = await country.add_country(cfg, "Serbia", ["actor"], source="wikidata")
     assert {p.name for p in wd.skipped} >= {"Ljubiša Samardžić", "Miloš Biković"}
-    assert len(people(cfg)) == 4 + len(wd.added)
+    assert len(people(cfg)) == 3 + len(wd.added)
     assert len({(r["slug"], r["country"]) for r in people(cfg)}) == len(people(cfg))
-    # a person named under two occupations is queued once
+    # Wikidata knows Samardžić only as an actor: not queued as a musician by default...
     plan, res = await country.add_country(cfg, "Serbia", ["musician"], source="llm", dry_run=True)
+    assert [p.name for p in plan.people] == ["Đorđe Balašević"]
+    assert [d.name for d in plan.dropped] == ["Љубиша Самарџић"]
+    assert "another occupation (Q1336513)" in plan.dropped[0].reason
+    # ...and kept, a person named under two occupations is still queued once
+    plan, res = await country.add_country(
+        cfg, "Serbia", ["musician"], source="llm", dry_run=True, keep_unverified=True
+    )
     assert [p.name for p in plan.people] == ["Đorđe Balašević", "Љубиша Самарџић"]
     assert [p.name for p in res.skipped] == ["Љубиша Самарџић"]
 
@@ -186,7 +192,7 @@ async def test_bad_answer_then_good_one(tmp_path, llm_server, wd_server, bad):
     cfg = make_cfg(tmp_path, llm_server.base_url, wd_server.url, timeout_s=0.5)
     llm_server.script.append(bad)
     _, result = await country.add_country(cfg, "Serbia", ["actor"], source="llm")
-    assert len(result.added) == 4
+    assert len(result.added) == 3
     assert len(llm_server.requests) == 3  # the bad answer, then both passes
 
 
@@ -348,7 +354,7 @@ async def test_cli_dry_run_then_queue(tmp_path, llm_server, wd_server):
         runner.invoke, main, ["--config", config, "add-country", "Serbia", "--dry-run"]
     )
     assert res.exit_code == 0, res.output
-    assert "Ljubisa_Samardzic" in res.output and "would queue 4 people" in res.output
+    assert "Ljubisa_Samardzic" in res.output and "would queue 3 people" in res.output
     assert INVENTED in res.output  # listed under "Not queued"
     cfg = load_config(config)
     assert people(cfg) == []

@@ -63,14 +63,18 @@ class Entity:
 
     def quads(self) -> list[ox.Quad]:
         me = ox.NamedNode(WD + self.qid)
-        out = [ox.Quad(me, RDFS_LABEL, ox.Literal(t, language=lang)) for lang, t in self.labels.items()]
+        out = [
+            ox.Quad(me, RDFS_LABEL, ox.Literal(t, language=lang)) for lang, t in self.labels.items()
+        ]
         out += [
             ox.Quad(me, ALT_LABEL, ox.Literal(t, language=lang))
             for lang, texts in self.aliases.items()
             for t in texts
         ]
         if self.sitelinks is not None:
-            out.append(ox.Quad(me, SITELINKS, ox.Literal(str(self.sitelinks), datatype=XSD_INTEGER)))
+            out.append(
+                ox.Quad(me, SITELINKS, ox.Literal(str(self.sitelinks), datatype=XSD_INTEGER))
+            )
         for prop, values in self.claims.items():
             out += [ox.Quad(me, ox.NamedNode(WDT + prop), ox.NamedNode(WD + v)) for v in values]
         for prop, value in self.strings.items():

@@ -37,8 +37,20 @@ def countries() -> list[Entity]:
     return [
         country(SERBIA, "Serbia", ["Republic of Serbia"], 300, ("Q9299",)),
         country(CROATIA, "Croatia", ["Republic of Croatia"], 280, ("Q6654",)),
-        country(CONGO_BRAZZAVILLE, "Republic of the Congo", ["Congo", "Congo-Brazzaville"], 250, ("Q150",)),
-        country(CONGO_KINSHASA, "Democratic Republic of the Congo", ["Congo", "DR Congo"], 300, ("Q150",)),
+        country(
+            CONGO_BRAZZAVILLE,
+            "Republic of the Congo",
+            ["Congo", "Congo-Brazzaville"],
+            250,
+            ("Q150",),
+        ),
+        country(
+            CONGO_KINSHASA,
+            "Democratic Republic of the Congo",
+            ["Congo", "DR Congo"],
+            300,
+            ("Q150",),
+        ),
         # decoy: a film called "Serbia", with more sitelinks than the country
         Entity("Q9000003", {"en": "Serbia"}, sitelinks=999, claims={"P31": ("Q11424",)}),
     ]

@@ -131,7 +131,7 @@ def add_country(
       facequeue add-country Serbia --source wikidata
       facequeue add-country Congo --country Q974
     """
-    if not country and not country_choice:
+    if country is None and not country_choice:
         raise click.UsageError("give COUNTRY or --country NAME|QID")
     cfg = app.config
     qid = country_choice if country_choice and country_choice.strip()[:1] in "Qq" else None
