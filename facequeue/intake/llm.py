@@ -15,6 +15,7 @@ import logging
 import random
 import unicodedata
 from dataclasses import replace
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import openai
@@ -124,6 +125,9 @@ class Validation(BaseModel):
     verdicts: list[Verdict]
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 class _BadAnswer(Exception):
     """An answer that is not usable (retried)."""
 
@@ -148,7 +152,7 @@ def _norm(name: str) -> str:
     return " ".join(unicodedata.normalize("NFC", name).casefold().split())
 
 
-def _parse(resp: object, model_cls: type[BaseModel]) -> BaseModel:
+def _parse(resp: object, model_cls: type[M]) -> M:
     if not isinstance(resp, ChatCompletion) or not resp.choices:
         raise _BadAnswer("not a chat completion")
     choice = resp.choices[0]
@@ -202,8 +206,8 @@ class Llm:
         user: dict,
         schema_name: str,
         schema: dict,
-        model_cls: type[BaseModel],
-    ) -> BaseModel:
+        model_cls: type[M],
+    ) -> M:
         """One structured-output request, retried with backoff; LlmError when it never works."""
         cfg = self.cfg.llm
         attempts = cfg.max_retries + 1
@@ -360,7 +364,7 @@ async def plan_country(
         for name in kept
     ]
     dropped = [d for _, _, ds in results for d in ds]
-    notes = []
+    notes: list[str] = []
     if place is not None and found:
         found, refused, notes = await crosscheck.cross_check(
             cfg, found, place, keep_unverified, progress

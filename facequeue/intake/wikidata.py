@@ -131,7 +131,7 @@ class Wikidata:
         return Item(wq.qid(row["country"]), row.get("label") or name, langs)
 
     async def resolve_occupation(self, name: str) -> Item:
-        rows = await self.sparql.select(wq.occupation_query(name), "occupation")
+        rows = await self.sparql.select(wq.occupation_query(name), f"occupation ({name})")
         for row in rows:
             if row.get("occupation"):
                 return Item(wq.qid(row["occupation"]), row.get("label") or name)
@@ -144,7 +144,8 @@ class Wikidata:
         limit = count + max(5, count // 2)
         for _ in range(MORE_ROUNDS):
             rows = await self.sparql.select(
-                wq.people_query(country.qid, occupation.qid, limit, country.languages), "people"
+                wq.people_query(country.qid, occupation.qid, limit, country.languages),
+                f"people ({occupation.label})",
             )
             found = [p for p in map(_person, rows) if p is not None]
             if len(found) >= count or len(rows) < limit:
