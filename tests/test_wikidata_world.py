@@ -315,3 +315,31 @@ async def test_subclass_chain_and_cycle(tmp_path, strict_wd):
     assert {"Jelena Umetnik", "Branka Izvođač", "Ljubiša Samardžić"} <= set(names)
     assert "Jelena Umetnik" not in actors and "Branka Izvođač" not in actors
     assert "Ljubiša Samardžić" in actors  # film actor ⊂ actor
+
+
+async def test_cli_keep_unverified_and_country_flags(tmp_path, strict_wd, llm):
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from facequeue.cli import main
+
+    config = tmp_path / "facequeue.toml"
+    config.write_text(
+        f'data_dir = "data"\n[llm]\nbase_url = "{llm.base_url}"\nmodel = "m"\n'
+        f'[wikidata]\nsparql_url = "{strict_wd.url}"\n',
+        encoding="utf-8",
+    )
+    base = ["--config", str(config), "add-country", "--occupation", "athlete", "--dry-run"]
+    runner = CliRunner()
+    res = await asyncio.to_thread(runner.invoke, main, [*base, "--country", "Republic of Serbia"])
+    assert res.exit_code == 0, res.output
+    assert "Goran Ivanišević" in res.output.split("Not queued")[1]  # listed, with the reason
+    assert "places Goran Ivanišević in another country" in res.output
+    res = await asyncio.to_thread(
+        runner.invoke, main, [*base, "--country", "Q403", "--keep-unverified"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "Not queued" not in res.output and "other_country:Q7000004" in res.output
+    res = await asyncio.to_thread(runner.invoke, main, base)
+    assert res.exit_code == 2 and "COUNTRY or --country" in res.output

@@ -21,6 +21,7 @@ from facequeue.cli import App, main, pass_app, run_async
 from facequeue.intake.country import add_country as plan_and_queue
 from facequeue.intake.names import NO_PROGRESS, Plan
 from facequeue.intake.names import Progress as ProgressSink
+from facequeue.intake.wikidata import is_qid
 from facequeue.store import AddResult
 
 
@@ -134,8 +135,8 @@ def add_country(
     if country is None and not country_choice:
         raise click.UsageError("give COUNTRY or --country NAME|QID")
     cfg = app.config
-    qid = country_choice if country_choice and country_choice.strip()[:1] in "Qq" else None
-    name = country or country_choice or ""
+    qid = country_choice if country_choice and is_qid(country_choice) else None
+    name = (country_choice if country_choice and not qid else country) or country_choice or ""
     with spinner_lines() as progress:
         plan, result = run_async(
             plan_and_queue(
