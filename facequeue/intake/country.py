@@ -24,7 +24,7 @@ from facequeue.intake.names import (
     namesake_slug,
     namesakes,
 )
-from facequeue.store import AddResult, NewPerson, Store, open_store
+from facequeue.store import AddResult, Store, open_store
 
 log = structlog.get_logger("facequeue.intake.country")
 
@@ -105,15 +105,6 @@ async def existing(cfg: Config, plan: Plan) -> AddResult:
     """Which of the plan's people are already queued (reads the database only if it exists)."""
     if not cfg.db_path.exists():
         return AddResult([], [])
-    skipped: list[NewPerson] = []
     async with open_store(cfg) as store:
         await separate_namesakes(store, plan)
-        for person in plan.people:
-            if await store.query(
-                "person_exists",
-                slug=person.slug,
-                country=person.country,
-                wikidata_id=person.wikidata_id,
-            ):
-                skipped.append(person)
-    return AddResult([], skipped)
+        return AddResult([], await store.already_queued(plan.people))
