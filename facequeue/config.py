@@ -137,7 +137,7 @@ class WikidataConfig(Section):
     sparql_url: str = "https://query.wikidata.org/sparql"
     cross_check: bool = True
     timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(3, ge=0, le=20)  # on 429/5xx/timeouts/malformed answers
+    max_retries: int = Field(3, ge=0, le=20)  # 429/5xx/malformed answers; a timeout: once
     retry_backoff_s: float = Field(2.0, ge=0)  # first retry delay, doubled each time, with jitter
 
 
