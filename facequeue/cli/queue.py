@@ -141,21 +141,14 @@ def status(app: App, person: str | None, as_json: bool, limit: int) -> None:
     """Show the queue, the daemon's heartbeat and progress (or one PERSON's image outcomes)."""
     cfg = app.config
 
+    from facequeue.ops import status as report_status
+
     async def go():
         async with open_store(cfg) as store:
             if person:
                 row = await _find_one(store, person)
-                return {
-                    "person": await store.progress_of(row["id"]),
-                    "outcomes": await store.image_reasons(row["id"]),
-                }
-            stale = cfg.queue.heartbeat_s * 3 + 5
-            return {
-                "queue": await store.queue_summary(),
-                "daemons": await store.live_daemons(stale),
-                "people": await store.progress(limit),
-                "failures": await store.recent_failures(5),
-            }
+                return await report_status.of_person(store, row["id"])
+            return await report_status.overview(cfg, store, limit)
 
     data = run_async(go())
     if as_json:

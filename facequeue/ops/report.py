@@ -98,6 +98,8 @@ class Tile:
     distance: float | None = None
     detail: str | None = None
     source: str = ""  # which file the thumbnail shows: crop, face, original
+    review: str | None = None  # a reviewer's decision (reject | accept), if any
+    review_note: str | None = None
 
 
 def _page_name(person: dict) -> str:
@@ -130,6 +132,8 @@ def _tile(cfg: Any, img: dict, out: Path, made: set[Path], prefer: tuple[str, ..
         img.get("distance"),
         img.get("detail"),
         source,
+        img.get("review"),
+        img.get("review_note"),
     )
 
 
@@ -189,20 +193,36 @@ def _render_all(
 async def build_report(cfg: Any, store: Store, out_dir: Path | None = None) -> Path:
     """Write the whole report from the database; returns the path of index.html."""
     out = Path(out_dir) if out_dir else default_out(cfg)
-    people = [dict(r) for r in await store.query("report_people")]
-    images = {
-        p["person_id"]: [
-            dict(r) for r in await store.query("report_images", person_id=p["person_id"])
-        ]
-        for p in people
-    }
+    people = await report_people(store)
+    images = {p["person_id"]: await report_images(store, p["person_id"]) for p in people}
+    summary = await report_summary(cfg, store, people)
+    index = await asyncio.to_thread(_render_all, cfg, out, people, images, summary)
+    log.info("report_written", path=str(index), people=len(people))
+    return index
+
+
+# The live review UI (facequeue serve) renders the same templates page by page.
+env = _env
+person_context = _person_context
+page_name = _page_name
+
+
+async def report_people(store: Store) -> list[dict]:
+    return [dict(r) for r in await store.query("report_people")]
+
+
+async def report_images(store: Store, person_id: int) -> list[dict]:
+    return [dict(r) for r in await store.query("report_images", person_id=person_id)]
+
+
+async def report_summary(cfg: Any, store: Store, people: list[dict]) -> dict:
     totals = dict((await store.query("report_totals"))[0])
     gallery = {
         "people": sum(1 for p in people if p["gallery_folder"]),
         "images": sum(p["gallery_images"] or 0 for p in people),
         "flagged": sum(1 for p in people if p["flagged"]),
     }
-    summary = {
+    return {
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "data_dir": str(cfg.data_dir),
         "queue": await store.queue_summary(),
@@ -211,9 +231,6 @@ async def build_report(cfg: Any, store: Store, out_dir: Path | None = None) -> P
         "reasons": [dict(r) for r in await store.query("report_reasons")],
         "gallery": gallery,
     }
-    index = await asyncio.to_thread(_render_all, cfg, out, people, images, summary)
-    log.info("report_written", path=str(index), people=len(people))
-    return index
 
 
 async def rebuild_if_present(cfg: Any, store: Store, out_dir: Path | None = None) -> Path | None:

@@ -1,5 +1,6 @@
 """The database: the only code that talks SQL (SQLite today; the seam for other backends)."""
 
+from facequeue.store.review import GalleryRow, Review, ReviewTarget
 from facequeue.store.sqlite import (
     MIGRATIONS_DIR,
     AddResult,
@@ -11,6 +12,9 @@ from facequeue.store.sqlite import (
 )
 
 __all__ = [
+    "GalleryRow",
+    "Review",
+    "ReviewTarget",
     "MIGRATIONS_DIR",
     "Q",
     "AddResult",

@@ -20,6 +20,7 @@ import aiosqlite
 
 from facequeue.config import Config
 from facequeue.errors import LeaseLost, StoreError
+from facequeue.store.review import ReviewQueries
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MIGRATIONS_DIR = PACKAGE_DIR / "migrations"
@@ -80,7 +81,7 @@ def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, Pa
     return found
 
 
-class Store:
+class Store(ReviewQueries):
     """An open database. Use `await Store.open(cfg)` or `async with open_store(cfg)`."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
