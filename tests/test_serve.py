@@ -230,3 +230,117 @@ async def test_100_concurrent_uploads_two_at_a_time(tmp_path, built, testdata_di
     if busy:
         line = 'facequeue_http_requests_total{code="503",route="/api/recognize"}'
         assert f"{line} {float(len(busy))}" in text
+
+
+def image_state(cfg, image_id: int) -> tuple[str, str | None]:
+    return db_rows(cfg, "SELECT state, reason FROM images WHERE id = ?", image_id)[0]
+
+
+def gallery_image_ids(cfg, person_id: int) -> set[int]:
+    return {
+        r[0]
+        for r in db_rows(cfg, "SELECT image_id FROM gallery_images WHERE person_id = ?", person_id)
+    }
+
+
+async def review(
+    s, base, image_id: int, decision: str, note: str | None = None
+) -> tuple[int, dict]:
+    async with s.post(
+        f"{base}/api/images/{image_id}/review", json={"decision": decision, "note": note}
+    ) as r:
+        return r.status, await r.json()
+
+
+async def test_review_decisions_survive_recurate(tmp_path, built, testdata_dir):
+    cfg = copy_gallery(built, tmp_path)
+    tony = db_rows(cfg, "SELECT id FROM people WHERE slug = 'Tony_Blair'")[0][0]
+    rows = db_rows(
+        cfg, "SELECT id, state, reason, url FROM images WHERE person_id = ? ORDER BY id", tony
+    )
+    impostor = next(r[0] for r in rows if r[3].endswith("impostor.jpg") or IMPOSTOR[1] in r[3])
+    assert image_state(cfg, impostor)[0] == "rejected"  # curation caught the impostor
+    accepted = [r[0] for r in rows if r[1] == "accepted"]
+    victim = accepted[0]
+    assert victim in gallery_image_ids(cfg, tony)
+    async with running_server(cfg) as base, aiohttp.ClientSession() as s:
+        version = (await (await s.get(f"{base}/api/people")).json())["gallery_version"]
+        status, out = await review(s, base, victim, "reject", "not him: a poster")
+        assert status == 200, out
+        assert out["state"] == "rejected" and out["reason"] == "reviewer" and out["recurated"]
+        assert victim not in gallery_image_ids(cfg, tony)  # re-promoted at once
+        people = await (await s.get(f"{base}/api/people")).json()
+        assert people["gallery_version"] > version  # the server's gallery followed
+        status, out = await review(s, base, impostor, "accept", "the reviewer knows better")
+        assert status == 200 and out["state"] == "accepted", out
+        assert impostor in gallery_image_ids(cfg, tony)
+        # bad requests: JSON errors
+        assert (await review(s, base, victim, "maybe"))[0] == 400
+        assert (await review(s, base, 10**9, "reject"))[0] == 404
+        async with s.post(
+            f"{base}/api/images/{victim}/review",
+            data=b"{not json",
+            headers={"Content-Type": "application/json"},
+        ) as r:
+            assert r.status == 400 and "JSON" in (await r.json())["error"]
+
+    # later runs never override the reviewer: recurate with the CLI (a real subprocess)
+    res = cli(tmp_path / "facequeue.toml", "recurate", "Tony_Blair")
+    assert res.returncode == 0, res.stderr
+    assert image_state(cfg, victim) == ("rejected", "reviewer")
+    assert image_state(cfg, impostor) == ("accepted", None)
+    assert victim not in gallery_image_ids(cfg, tony) and impostor in gallery_image_ids(cfg, tony)
+    res = cli(tmp_path / "facequeue.toml", "recurate", "--all")
+    assert res.returncode == 0, res.stderr
+    assert image_state(cfg, victim) == ("rejected", "reviewer")
+    out = db_rows(cfg, "SELECT decision, note FROM review_outcomes WHERE image_id = ?", victim)
+    assert out == [("reject", "not him: a poster")]
+
+    # clear: curation's own verdict again
+    async with running_server(cfg) as base, aiohttp.ClientSession() as s:
+        status, out = await review(s, base, victim, "clear")
+        assert status == 200 and out["state"] == "accepted", out
+        status, out = await review(s, base, impostor, "clear")
+        assert status == 200 and out["state"] == "rejected" and out["reason"] != "reviewer"
+    assert db_rows(cfg, "SELECT COUNT(*) FROM image_reviews") == [(0,)]
+    # the report shows the reviewer's rejections as a reason of their own
+    await_review = cli(tmp_path / "facequeue.toml", "report")
+    assert await_review.returncode == 0
+
+
+async def test_forget_reaches_the_running_server(tmp_path, built, testdata_dir):
+    cfg = copy_gallery(built, tmp_path, serve="gallery_poll_s = 0.2")
+    laura = db_rows(cfg, "SELECT id FROM people WHERE slug = 'Laura_Bush'")[0][0]
+    held_back = photo(testdata_dir, f"people/Laura_Bush/{HELD_BACK}")
+    async with running_server(cfg) as base, aiohttp.ClientSession() as s:
+        status, body = await recognize(s, base, held_back)
+        assert status == 200 and body["person"] == "Laura Bush"
+        some = db_rows(
+            cfg, "SELECT id FROM images WHERE person_id = ? AND state = 'accepted'", laura
+        )
+        assert (await review(s, base, some[0][0], "reject"))[0] == 200
+        reloads = (await (await s.get(f"{base}/healthz")).json())["gallery_version"]
+
+        res = await asyncio.to_thread(
+            cli, tmp_path / "facequeue.toml", "forget", "Laura_Bush", "--yes"
+        )
+        assert res.returncode == 0, res.stderr
+
+        async def gone() -> bool:
+            _, b = await recognize(s, base, held_back)
+            return b["person"] != "Laura Bush"
+
+        assert await wait_until(gone, timeout=30)
+        status, body = await recognize(s, base, held_back)
+        assert status == 200 and body["status"] == "unknown"
+        people = await (await s.get(f"{base}/api/people")).json()
+        assert "Laura Bush" not in {p["person"] for p in people["people"]}
+        assert people["gallery_version"] > reloads
+        async with s.get(f"{base}/api/people/{laura}") as r:
+            assert r.status == 404
+        # the others are still there (an incremental reload, not an empty gallery)
+        status, body = await recognize(
+            s, base, photo(testdata_dir, f"people/Kofi_Annan/{HELD_BACK}")
+        )
+        assert body["person"] == "Kofi Annan"
+    assert db_rows(cfg, "SELECT COUNT(*) FROM image_reviews WHERE person_id = ?", laura) == [(0,)]
