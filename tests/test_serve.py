@@ -82,7 +82,11 @@ async def test_recognize_named_unknown_and_no_face(tmp_path, built, testdata_dir
         colin = next(p for p in people if p["person"] == "Colin Powell")
         async with s.get(f"{base}/api/people/{colin['person_id']}") as r:
             one = await r.json()
-        assert one["images"] and one["self_test_top1"] is not None and "flagged" in one
+        assert (
+            one["images"] == len(one["gallery_images"]) > 0
+            and one["self_test_top1"] is not None
+            and "flagged" in one
+        )
         async with s.get(f"{base}/api/people/999999") as r:
             assert r.status == 404 and "error" in await r.json()
         async with s.get(f"{base}/api/status") as r:

@@ -11,13 +11,13 @@ import json
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import structlog
 from aiohttp import web
 
 from facequeue.config import Config
-from facequeue.ops import status as status_report
+from facequeue.ops import queue as queue_ops
 from facequeue.runner.pipeline import Resources
 from facequeue.serve.auth import VIA_BEARER, Auth, check_bind
 from facequeue.serve.gallery import LiveGallery
@@ -26,7 +26,7 @@ from facequeue.serve.recognition import Recognizer, UploadError
 from facequeue.serve.review import Reviewer, ReviewError, parse_decision
 from facequeue.serve.ui import UI
 from facequeue.stages.gallery import gallery_listing
-from facequeue.store import Store
+from facequeue.store import Store, connect
 
 log = structlog.get_logger("facequeue.serve")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -114,7 +114,7 @@ class Api:
         return web.json_response(body)
 
     async def people(self, request: web.Request) -> web.Response:
-        rows = await gallery_listing(self.s.store)
+        rows = [asdict(r) for r in await gallery_listing(self.s.store)]
         return web.json_response({"people": rows, "gallery_version": self.s.gallery.version})
 
     async def person(self, request: web.Request) -> web.Response:
@@ -122,14 +122,14 @@ class Api:
             pid = int(request.match_info["id"])
         except ValueError:
             raise ReviewError(400, "person id must be a number") from None
-        row = next((r for r in await gallery_listing(self.s.store) if r["person_id"] == pid), None)
+        row = next((r for r in await gallery_listing(self.s.store) if r.person_id == pid), None)
         if row is None:
             raise ReviewError(404, f"no gallery identity {pid}")
-        refs = await self.s.store.gallery_references_of(pid)
-        return web.json_response({**row, "images": refs})
+        refs = await self.s.store.gallery_images_of_person(pid)
+        return web.json_response({**asdict(row), "gallery_images": [asdict(r) for r in refs]})
 
     async def status(self, request: web.Request) -> web.Response:
-        data = await status_report.overview(self.s.cfg, self.s.store)
+        data = asdict(await queue_ops.overview(self.s.cfg, self.s.store, 20))
         return web.json_response(json.loads(json.dumps(data, default=str)))
 
     async def review(self, request: web.Request) -> web.Response:
@@ -184,7 +184,7 @@ async def make_app(
     token = cfg.secrets.api_token.get_secret_value() if token is None else token
     auth = Auth(token)
     metrics = Metrics()
-    store = await Store.open(cfg.db_path)
+    store = await connect(cfg)
     gallery = LiveGallery(cfg, store)
     await gallery.refresh(force=True)
     recognizer = Recognizer(cfg, gallery)

@@ -1,14 +1,21 @@
-"""Store methods for reviewer decisions and for `facequeue serve` (gallery versions, metrics).
-
-A mixin of `Store`: the SQL is in queries.sql like every other statement; results are typed
-records.
+"""SQLite store methods for reviewer decisions and `facequeue serve` (gallery version stamp,
+metrics, health): a mixin of SqliteStore. The SQL is in queries.sql like every other
+statement; results are the records of records.py; base.py declares them on the boundary.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from facequeue.store.records import (
+    GalleryImageRef,
+    GalleryRow,
+    Person,
+    Review,
+    ReviewTarget,
+    from_row,
+)
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -20,37 +27,6 @@ def _q(name: str) -> str:
     from facequeue.store.sqlite import Q  # sqlite.py imports this module: look up at call time
 
     return Q[name]
-
-
-@dataclass(frozen=True)
-class Review:
-    image_id: int
-    decision: str  # 'reject' | 'accept'
-    note: str | None
-    reviewed_at: str
-
-
-@dataclass(frozen=True)
-class ReviewTarget:
-    """An image a reviewer decides on, with what its person is doing now."""
-
-    image_id: int
-    person_id: int
-    state: str
-    reason: str | None
-    has_face: bool  # an analysed face crop and an embedding: it can be accepted
-    person_state: str
-    person_stage: str
-
-
-@dataclass(frozen=True)
-class GalleryRow:
-    person_id: int
-    path: str
-    embedding: bytes
-    name: str
-    country: str
-    folder: str
 
 
 class ReviewQueries:
@@ -101,12 +77,14 @@ class ReviewQueries:
         rows = await self._all(_q("reviews_of_person"), {"person_id": person_id})
         return {r["image_id"]: Review(r[0], r[1], r[2], r[3]) for r in rows}
 
-    async def claim_for_recuration(self, person_id: int, owner: str, lease_s: float) -> dict | None:
+    async def claim_for_recuration(
+        self, person_id: int, owner: str, lease_s: float
+    ) -> Person | None:
         """Lease a person at rest and put it back at its curate stage, in one statement."""
         rows = await self._write(
             _q("review_claim_person"), {"id": person_id, "owner": owner, "lease_s": lease_s}
         )
-        return dict(rows[0]) if rows else None
+        return from_row(Person, rows[0]) if rows else None
 
     # -- the gallery's version stamp ---------------------------------------------------------
     async def gallery_version(self) -> int:
@@ -128,10 +106,9 @@ class ReviewQueries:
         rows = await self._all(_q("gallery_embeddings_of"), {"ids": json.dumps(person_ids)})
         return [GalleryRow(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
 
-    async def gallery_references_of(self, person_id: int) -> list[dict]:
-        return [
-            dict(r) for r in await self._all(_q("gallery_references_of"), {"person_id": person_id})
-        ]
+    async def gallery_images_of_person(self, person_id: int) -> list[GalleryImageRef]:
+        rows = await self._all(_q("gallery_references_of"), {"person_id": person_id})
+        return [from_row(GalleryImageRef, r) for r in rows]
 
     # -- metrics and health --------------------------------------------------------------
     async def people_by_state(self) -> dict[str, int]:
