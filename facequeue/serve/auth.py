@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from facequeue.errors import ConfigError
 
@@ -93,7 +94,7 @@ class Auth:
             COOKIE, self.session_value, httponly=True, samesite="Strict", secure=secure, path="/"
         )
 
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    def middleware(self) -> Middleware:
         @web.middleware
         async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             path = request.path

@@ -107,7 +107,7 @@ class LiveGallery:
             )
         ids = np.concatenate([np.full(len(p.paths), p.identity.person_id) for p in keep])
         return GalleryIndex(
-            ids,
+            ids.tolist(),
             np.concatenate([p.matrix for p in keep]),
             [path for p in keep for path in p.paths],
             {p.identity.person_id: p.identity for p in keep},

@@ -20,7 +20,6 @@ import aiosqlite
 
 from facequeue.errors import LeaseLost, StoreError
 from facequeue.store import migrate as migrations
-from facequeue.store.review import ReviewQueries
 from facequeue.store.records import (
     AcceptedCrop,
     AddResult,
@@ -48,6 +47,7 @@ from facequeue.store.records import (
     SelfTest,
     from_row,
 )
+from facequeue.store.review import ReviewQueries
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUSY_TIMEOUT_MS = 30_000
