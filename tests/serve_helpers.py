@@ -72,6 +72,16 @@ def build_gallery(base: Path, corpus: Path) -> Path:
     return cfg
 
 
+_BUILT: dict[Path, Path] = {}
+
+
+def built_once(tmp_path_factory, corpus: Path) -> Path:
+    """build_gallery once per test session (the copies keep tests independent)."""
+    if corpus not in _BUILT:
+        _BUILT[corpus] = build_gallery(tmp_path_factory.mktemp("built"), corpus)
+    return _BUILT[corpus]
+
+
 def copy_gallery(built: Path, dest: Path, serve: str = "") -> Config:
     """A private copy of the built data folder (tests change it), with [serve] settings."""
     shutil.copytree(built.parent / "data", dest / "data", symlinks=True)

@@ -14,7 +14,7 @@ from PIL import Image
 from serve_helpers import (
     HELD_BACK,
     IMPOSTOR,
-    build_gallery,
+    built_once,
     cli,
     copy_gallery,
     running_server,
@@ -27,7 +27,7 @@ from facequeue.serve.auth import check_bind
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, testdata_dir) -> Path:
-    return build_gallery(tmp_path_factory.mktemp("built"), testdata_dir)
+    return built_once(tmp_path_factory, testdata_dir)
 
 
 def photo(testdata_dir: Path, rel: str) -> bytes:

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from serve_helpers import build_gallery, copy_gallery, running_server
+from serve_helpers import built_once, copy_gallery, running_server
 from test_report import CHROMIUM, Browser
 
 pytestmark = pytest.mark.skipif(
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, testdata_dir) -> Path:
-    return build_gallery(tmp_path_factory.mktemp("built-ui"), testdata_dir)
+    return built_once(tmp_path_factory, testdata_dir)
 
 
 async def run_js(browser: Browser, expression: str):
