@@ -185,7 +185,7 @@ async def main() -> None:
             f"photo {args.photo} ({len(data) // 1024} KB); 2 server workers (serve.max_concurrent)"
         )
         print(
-            f"bare detection + embedding in-process: p50 {1e3 * statistics.median(b):.0f} ms, "
+            f"bare detection + embedding, alone: p50 {1e3 * statistics.median(b):.0f} ms, "
             f"p95 {1e3 * pct(b, 0.95):.0f} ms ({len(b)} runs)"
         )
         bare_p50 = statistics.median(b)
