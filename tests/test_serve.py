@@ -329,6 +329,7 @@ async def test_forget_reaches_the_running_server(tmp_path, built, testdata_dir):
             cli, tmp_path / "facequeue.toml", "forget", "Laura_Bush", "--yes"
         )
         assert res.returncode == 0, res.stderr
+        assert "and 1 reviewer decision(s)" in res.stdout
 
         async def gone() -> bool:
             _, b = await recognize(s, base, held_back)
