@@ -91,9 +91,11 @@ def copy_gallery(built: Path, dest: Path, serve: str = "") -> Config:
 
 
 @asynccontextmanager
-async def running_server(cfg: Config, token: str = "") -> AsyncIterator[str]:
+async def running_server(
+    cfg: Config, token: str = "", start_workers: bool = True
+) -> AsyncIterator[str]:
     """The real app on 127.0.0.1, a free port; yields its base URL."""
-    app = await make_app(cfg, token)
+    app = await make_app(cfg, token, start_workers=start_workers)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

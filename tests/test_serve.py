@@ -349,3 +349,13 @@ async def test_forget_reaches_the_running_server(tmp_path, built, testdata_dir):
         )
         assert body["person"] == "Kofi Annan"
     assert db_rows(cfg, "SELECT COUNT(*) FROM image_reviews WHERE person_id = ?", laura) == [(0,)]
+
+
+async def test_healthz_is_503_when_unhealthy(tmp_path, built):
+    cfg = copy_gallery(built, tmp_path)
+    # no recognition workers: not able to answer /api/recognize, so not healthy
+    async with running_server(cfg, start_workers=False) as base, aiohttp.ClientSession() as s:
+        async with s.get(f"{base}/healthz") as r:
+            body = await r.json()
+            assert r.status == 503 and body["status"] == "unhealthy" and body["workers"] is False
+            assert body["database"] is True and body["gallery_loaded"] is True
