@@ -39,8 +39,10 @@ install-service: $(STAMP)
 	[ -f /etc/facequeue/facequeue.toml ] || install -m 0644 facequeue.toml /etc/facequeue/facequeue.toml
 	[ -f /etc/facequeue/secrets.env ] || install -m 0600 /dev/null /etc/facequeue/secrets.env
 	install -m 0644 systemd/facequeue.service /etc/systemd/system/facequeue.service
+	install -m 0644 systemd/facequeue-serve.service /etc/systemd/system/facequeue-serve.service
 	systemctl daemon-reload
 	systemctl enable --now facequeue
+	@echo "facequeue-serve installed; start it with: systemctl enable --now facequeue-serve"
 
 clean:
 	rm -rf $(VENV) data

@@ -141,6 +141,16 @@ class WikidataConfig(Section):
     retry_backoff_s: float = Field(2.0, ge=0)  # first retry delay, doubled each time, with jitter
 
 
+class ServeConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_upload_mb: float = Field(20.0, gt=0)
+    max_pixels: int = Field(50_000_000, ge=1)  # a bigger (or bomb) upload gets a 413
+    max_concurrent: int = Field(2, ge=1, le=64)  # recognitions at once (= worker processes)
+    queue_wait_s: float = Field(10.0, ge=0)  # the rest wait this long for a slot, then 503
+    gallery_poll_s: float = Field(1.0, gt=0)  # the gallery's version is read at most this often
+
+
 class Secrets:
     """API keys, read from the environment only."""
 
@@ -148,6 +158,7 @@ class Secrets:
         env = os.environ if environ is None else environ
         self.rapidapi_key = SecretStr(env.get("RAPIDAPI_KEY", ""))
         self.openai_api_key = SecretStr(env.get("OPENAI_API_KEY", ""))
+        self.api_token = SecretStr(env.get("FACEQUEUE_API_TOKEN", ""))
 
     def __repr__(self) -> str:
         return "Secrets(<hidden>)"
@@ -194,6 +205,7 @@ class Config(BaseSettings):
     names: NamesConfig = NamesConfig()
     llm: LlmConfig = LlmConfig()
     wikidata: WikidataConfig = WikidataConfig()
+    serve: ServeConfig = ServeConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -174,14 +174,23 @@ def test_status_json_and_forget(cfg):
     shutil.which("systemd-analyze") is None,
     reason="systemd-analyze not installed (Debian package systemd)",
 )
-def test_systemd_unit_verifies(tmp_path):
-    unit = (REPO / "systemd" / "facequeue.service").read_text()
+@pytest.mark.parametrize("name", ["facequeue.service", "facequeue-serve.service"])
+def test_systemd_unit_verifies(tmp_path, name):
+    unit = (REPO / "systemd" / name).read_text()
     # verify checks that ExecStart exists: point it at this checkout's installed command.
     exe = Path(sys.executable).with_name("facequeue")
     unit = unit.replace("/opt/facequeue/.venv/bin/facequeue", str(exe))
-    path = tmp_path / "facequeue.service"
+    path = tmp_path / name
     path.write_text(unit)
     result = subprocess.run(
         ["systemd-analyze", "verify", str(path)], capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def test_serve_unit_is_hardened_like_the_daemon():
+    def hardening(name: str) -> set[str]:
+        text = (REPO / "systemd" / name).read_text()
+        return {line for line in text.split("# Hardening")[1].splitlines() if "=" in line}
+
+    assert hardening("facequeue-serve.service") == hardening("facequeue.service")

@@ -185,16 +185,18 @@ def forget(app: App, person: str, yes: bool) -> None:
         async with open_store(cfg) as store:
             row = await ops.find_person(store, person)
             await check_forgettable(cfg, store, row)
+            reviews = len(await store.reviews_of(row.id))  # they go with the person
+            extra = f" and {reviews} reviewer decision(s)" if reviews else ""
             if not yes:
                 click.confirm(
-                    f"forget #{row.id} {row.name} ({row.country}) and all its files?",
+                    f"forget #{row.id} {row.name} ({row.country}), all its files{extra}?",
                     abort=True,
                 )
             await forget_person(cfg, store, row)
-            return row
+            return row, extra
 
-    row = run_async(go())
-    click.echo(f"forgot #{row.id} {row.name} ({row.country})")
+    row, extra = run_async(go())
+    click.echo(f"forgot #{row.id} {row.name} ({row.country}){extra}")
 
 
 @main.command()

@@ -99,6 +99,8 @@ class Tile:
     distance: float | None = None
     detail: str | None = None
     source: str = ""  # which file the thumbnail shows: crop, face, original
+    review: str | None = None  # a reviewer's decision (reject | accept), if any
+    review_note: str | None = None
 
 
 def _page_name(person: dict) -> str:
@@ -131,6 +133,8 @@ def _tile(cfg: Config, img: dict, out: Path, made: set[Path], prefer: tuple[str,
         img.get("distance"),
         img.get("detail"),
         source,
+        img.get("review"),
+        img.get("review_note"),
     )
 
 
@@ -192,19 +196,37 @@ def _render_all(
 async def build_report(cfg: Config, store: Store, out_dir: Path | None = None) -> Path:
     """Write the whole report from the database; returns the path of index.html."""
     out = Path(out_dir) if out_dir else default_out(cfg)
-    # the templates read plain dicts (and pages add keys): records become dicts here
-    people = [asdict(r) for r in await store.report_people()]
-    images = {
-        p["person_id"]: [asdict(r) for r in await store.report_images(p["person_id"])]
-        for p in people
-    }
+    people = await report_people(store)
+    images = {p["person_id"]: await report_images(store, p["person_id"]) for p in people}
+    summary = await report_summary(cfg, store, people)
+    index = await asyncio.to_thread(_render_all, cfg, out, people, images, summary)
+    log.info("report_written", path=str(index), people=len(people))
+    return index
+
+
+# The live review UI (facequeue serve) renders the same templates page by page.
+env = _env
+person_context = _person_context
+page_name = _page_name
+
+
+# the templates read plain dicts (and pages add keys): records become dicts here
+async def report_people(store: Store) -> list[dict]:
+    return [asdict(r) for r in await store.report_people()]
+
+
+async def report_images(store: Store, person_id: int) -> list[dict]:
+    return [asdict(r) for r in await store.report_images(person_id)]
+
+
+async def report_summary(cfg: Config, store: Store, people: list[dict]) -> dict:
     totals = asdict(await store.image_totals())
     gallery = {
         "people": sum(1 for p in people if p["gallery_folder"]),
         "images": sum(p["gallery_images"] or 0 for p in people),
         "flagged": sum(1 for p in people if p["flagged"]),
     }
-    summary = {
+    return {
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "data_dir": str(cfg.data_dir),
         "queue": await store.queue_summary(),
@@ -213,9 +235,6 @@ async def build_report(cfg: Config, store: Store, out_dir: Path | None = None) -
         "reasons": [asdict(r) for r in await store.reject_reasons()],
         "gallery": gallery,
     }
-    index = await asyncio.to_thread(_render_all, cfg, out, people, images, summary)
-    log.info("report_written", path=str(index), people=len(people))
-    return index
 
 
 async def rebuild_if_present(cfg: Config, store: Store, out_dir: Path | None = None) -> Path | None:

@@ -264,6 +264,7 @@ class Stages:
     # -- curate --------------------------------------------------------------------------
     async def curate(self, person: Person) -> StageResult:
         from facequeue.stages import curate as curation
+        from facequeue.stages.review import curate_reviewed
         from facequeue.vision.analyze import Face, FaceAnalysis
 
         rows = [r for r in await self.store.images_of(person.id) if r.analysis_status is not None]
@@ -295,7 +296,9 @@ class Stages:
                 )
             )
         params = curation.CurationParams.from_config(self.cfg)
-        result = curation.curate(candidates, params)
+        # reviewer decisions (facequeue serve) are sticky: applied on top of every curation
+        reviews = await self.store.reviews_of(person.id)
+        result = curate_reviewed(candidates, params, {i: r.decision for i, r in reviews.items()})
         by_id = {r.id: r for r in rows}
         out_dir = layout.faces_dir(self.cfg, person)
         updates: list[Curated] = []

@@ -24,6 +24,8 @@ from facequeue.store.records import (
     GalleryEntry,
     GalleryFile,
     GalleryIdentity,
+    GalleryImageRef,
+    GalleryRow,
     GallerySummary,
     Image,
     ImageTotals,
@@ -35,6 +37,8 @@ from facequeue.store.records import (
     RejectReason,
     ReportImage,
     ReportPerson,
+    Review,
+    ReviewTarget,
     SelfTest,
 )
 
@@ -251,3 +255,54 @@ class Store(Protocol):
     async def reject_reasons(self) -> list[RejectReason]:
         """Rejected images per reason, most frequent first."""
         ...
+
+    # -- reviews (facequeue serve) -------------------------------------------------------
+    async def review_target(self, image_id: int) -> ReviewTarget | None:
+        """The image a reviewer decides on, or None when there is no such image."""
+        ...
+
+    async def set_review(self, target: ReviewTarget, decision: str, note: str | None) -> None:
+        """Record or replace a decision ('reject' | 'accept'); 'clear' removes it."""
+        ...
+
+    async def reviews_of(self, person_id: int) -> dict[int, Review]:
+        """Every reviewer decision on the person's images, by image id."""
+        ...
+
+    async def claim_for_recuration(
+        self, person_id: int, owner: str, lease_s: float
+    ) -> Person | None:
+        """Lease a person that has been analysed and is not running, back at its curate stage;
+        None when it is busy or not analysed yet."""
+        ...
+
+    # -- the gallery's version stamp (facequeue serve) ------------------------------------
+    async def gallery_version(self) -> int:
+        """Grows with every change to gallery rows (promotion, forget, recurate, review)."""
+        ...
+
+    async def gallery_changed_since(self, seq: int) -> list[int] | None:
+        """People whose gallery rows changed after version `seq`; None when the change log
+        no longer reaches back that far (read everything)."""
+        ...
+
+    async def gallery_person_ids(self) -> list[int]: ...
+
+    async def gallery_rows_of(self, person_ids: list[int]) -> list[GalleryRow]:
+        """Every gallery embedding of these people, with their identity."""
+        ...
+
+    async def gallery_images_of_person(self, person_id: int) -> list[GalleryImageRef]: ...
+
+    # -- metrics and health (facequeue serve) ---------------------------------------------
+    async def people_by_state(self) -> dict[str, int]: ...
+
+    async def images_by_outcome(self) -> list[tuple[str, str, int]]:
+        """(state, reason or '', images)."""
+        ...
+
+    async def heartbeat_age_s(self) -> float | None:
+        """Seconds since the newest heartbeat of a daemon not stopped; None: no daemon."""
+        ...
+
+    async def ping(self) -> bool: ...

@@ -47,6 +47,7 @@ from facequeue.store.records import (
     SelfTest,
     from_row,
 )
+from facequeue.store.review import ReviewQueries
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUSY_TIMEOUT_MS = 30_000
@@ -73,7 +74,7 @@ def _load_queries(path: Path) -> dict[str, str]:
 Q = _load_queries(PACKAGE_DIR / "queries.sql")
 
 
-class SqliteStore:
+class SqliteStore(ReviewQueries):
     """An open SQLite database. Use `open_store(cfg)` (or `await SqliteStore.open(path)`)."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:

@@ -1,0 +1,1 @@
+"""`facequeue serve`: the gallery as a recognition API, metrics, and a live review UI."""
