@@ -245,14 +245,14 @@ LABELS = {
 
 
 async def _db_records(app: App) -> tuple[list[dict], list[str], int]:
-    from facequeue.store import Store
+    from facequeue.store import connect
 
     cfg = app.config
-    if not cfg.db_path.is_file():
+    if not cfg.database_url and not cfg.db_path.is_file():
         raise NotFoundError(f"no database at {cfg.db_path} (set data_dir or --config)")
     from facequeue.ops import stats as dataset_stats
 
-    store = await Store.open(cfg.db_path, migrate=False)
+    store = await connect(cfg, migrate=False)
     try:
         rows = [dict(r) for r in await store.query("metadata_accepted_images")]
         people = [dict(r) for r in await store.query("metadata_people")]

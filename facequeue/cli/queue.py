@@ -16,7 +16,7 @@ from facequeue import layout
 from facequeue.cli import App, main, pass_app, run_async
 from facequeue.config import Config
 from facequeue.errors import InputError, NotFoundError
-from facequeue.store import NewPerson, Store, open_store
+from facequeue.store import NewPerson, Store, connect, open_store
 
 MAX_NAME = 200
 MAX_FIELD = 200
@@ -348,7 +348,7 @@ def migrate(app: App) -> None:
     """Apply pending database migrations (the daemon also does this at start)."""
 
     async def go():
-        store = await Store.open(app.config.db_path, migrate=False)
+        store = await connect(app.config, migrate=False)
         try:
             applied = await store.migrate()
             return applied, await store.applied_migrations()
@@ -359,7 +359,7 @@ def migrate(app: App) -> None:
     for name in applied:
         click.echo(f"applied {name}")
     click.echo(
-        f"database {app.config.db_path} at version "
+        f"database {app.config.database_label} at version "
         f"{all_applied[-1][0] if all_applied else 0} ({len(applied)} applied now)"
     )
 

@@ -91,10 +91,10 @@ def check_disk(cfg: Any) -> Check:
 
 
 async def check_database(cfg: Any) -> list[Check]:
-    from facequeue.store import Store, migration_files
+    from facequeue.store import backend_migrations, connect
 
-    db = cfg.db_path
-    if not db.exists():
+    db = cfg.database_label
+    if not cfg.database_url and not cfg.db_path.exists():
         return [
             Check(
                 "database",
@@ -105,16 +105,15 @@ async def check_database(cfg: Any) -> list[Check]:
             )
         ]
     try:
-        store = await Store.open(db, migrate=False)
+        store = await connect(cfg, migrate=False)
     except FacequeueError as exc:
-        return [
-            Check(
-                "database",
-                "fail",
-                str(exc),
-                f"move {db} away (keep it for inspection) and restore a backup",
-            )
-        ]
+        fix = (
+            "check that the server is up and the URL, user and password "
+            "(FACEQUEUE_DATABASE_URL, PGPASSWORD or ~/.pgpass) are right"
+            if cfg.database_url
+            else f"move {db} away (keep it for inspection) and restore a backup"
+        )
+        return [Check("database", "fail", str(exc), fix)]
     checks = []
     try:
         try:
@@ -136,7 +135,7 @@ async def check_database(cfg: Any) -> list[Check]:
                 applied = {v for v, _, _ in await store.applied_migrations()}
             except sqlite3.DatabaseError:
                 applied = set()
-            pending = [f"{v:04d}_{n}" for v, n, _ in migration_files() if v not in applied]
+            pending = [f"{v:04d}_{n}" for v, n, _ in backend_migrations(cfg) if v not in applied]
             if pending:
                 checks.append(
                     Check(

@@ -21,7 +21,7 @@ import structlog
 from facequeue.config import Config
 from facequeue.errors import FacequeueError, LeaseLost, PermanentStageError
 from facequeue.runner.pipeline import Pipeline, Resources, StageFn, Stages
-from facequeue.store import Store
+from facequeue.store import Store, connect
 
 log = structlog.get_logger("facequeue.runner.daemon")
 
@@ -73,7 +73,7 @@ class Daemon:
             once=once,
             reclaimed=len(reclaimed),
             people_in_flight=self.cfg.queue.people_in_flight,
-            db=str(self.cfg.db_path),
+            db=self.cfg.database_label,
         )
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         try:
@@ -103,8 +103,9 @@ class Daemon:
                 slots.release()
                 if once and not self.tasks and not await self._more_now():
                     break
-                # Sleep until the poll interval passes, a person finishes or we are stopped.
-                waiters = [self.stop.wait(), asyncio.sleep(self.cfg.queue.poll_s)]
+                # Sleep until work is announced (PostgreSQL NOTIFY) or the poll interval
+                # passes, a person finishes or we are stopped.
+                waiters = [self.stop.wait(), self.store.wait_for_work(self.cfg.queue.poll_s)]
                 if self.tasks:
                     waiters.append(
                         asyncio.wait(list(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
@@ -224,7 +225,7 @@ async def run_daemon(
     stages_factory: StagesFactory = real_stages,
     only_ids: list[int] | None = None,
 ) -> int:
-    store = await Store.open(cfg.db_path)
+    store = await connect(cfg)
     try:
         return await Daemon(cfg, store, stages_factory, only_ids).run(once=once)
     finally:

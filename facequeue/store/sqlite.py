@@ -83,6 +83,8 @@ def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, Pa
 class Store:
     """An open database. Use `await Store.open(cfg)` or `async with open_store(cfg)`."""
 
+    backend = "sqlite"
+
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
@@ -119,6 +121,11 @@ class Store:
 
     async def close(self) -> None:
         await self.conn.close()
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """SQLite has no notifications: an idle daemon polls every `timeout` seconds."""
+        await asyncio.sleep(timeout)
+        return False
 
     async def migrate(self, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
         """Apply pending migrations in order; each with its record in one transaction."""
