@@ -69,7 +69,7 @@ async def add_country(
 
 async def existing(cfg: Config, people: list[NewPerson]) -> AddResult:
     """Which of `people` are already queued (reads the database only if it exists)."""
-    if not cfg.db_path.exists():
+    if not cfg.database_url and not cfg.db_path.exists():
         return AddResult([], [])
     skipped = []
     async with open_store(cfg) as store:

@@ -393,7 +393,7 @@ def _split_sql(script: str) -> list[str]:
                 statements.append(buf.strip())
             buf = ""
     if buf.strip() and not all(
-        l.strip().startswith("--") or not l.strip() for l in buf.splitlines()
+        line.strip().startswith("--") or not line.strip() for line in buf.splitlines()
     ):
         raise StoreError("migration ends with an incomplete statement")
     return statements
