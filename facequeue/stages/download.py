@@ -20,7 +20,6 @@ import re
 import shutil
 import socket
 import time
-import uuid
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from aiohttp.resolver import DefaultResolver
 from PIL import Image, UnidentifiedImageError
 
 from facequeue.config import Config
+from facequeue.files import owner_is_dead, temp_name
 
 log = structlog.get_logger()
 
@@ -285,9 +285,7 @@ def _finish(tmp: Path, sha: str, dest_dir: Path, max_pixels: int, min_side: int)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        part = (
-            dest.parent / f".{sha}.{uuid.uuid4().hex}.part"
-        )  # other filesystem: copy, then rename
+        part = dest.parent / temp_name(sha, "part")  # other filesystem: copy, then rename
         try:
             shutil.copyfile(tmp, part)
             _fsync(part)
@@ -507,11 +505,12 @@ class Downloader:
             self._swept = True
             tmp_dir.mkdir(parents=True, exist_ok=True)
             cutoff = time.time() - max(3600.0, 10 * self.cfg.download.total_timeout_s)
-            for old in tmp_dir.glob(f"{TMP_PREFIX}*.part"):  # left by a crash
+            for old in tmp_dir.glob("*.part"):  # left by a crash (ours or another host's)
                 with contextlib.suppress(OSError):
-                    if old.stat().st_mtime < cutoff:
+                    dead = owner_is_dead(old)
+                    if dead or (dead is None and old.stat().st_mtime < cutoff):
                         old.unlink()
-        return tmp_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}.part"
+        return tmp_dir / temp_name(TMP_PREFIX.rstrip("-"), "part")
 
     async def _attempt(self, url: str) -> _Step:
         d = self.cfg.download
