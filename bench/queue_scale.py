@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from pgcluster import Cluster, pg_bin_dir  # noqa: E402
 
 from facequeue.config import load_config  # noqa: E402
-from facequeue.store import NewPerson, connect  # noqa: E402
+from facequeue.store import Analyzed, NewImage, NewPerson, connect  # noqa: E402
 
 WORKER = REPO / "tests" / "fake_pipeline_worker.py"
 COUNTS = (1, 2, 4, 8)
@@ -115,7 +115,7 @@ async def queue_ceiling(url: str, folder: Path, claimers: int, seconds: float) -
             p = await store.claim(owner, 60)
             if p is None:
                 return
-            await store.finish(p["id"], owner, "promoted", None)
+            await store.finish(p.id, owner, "promoted", None)
             done += 1
 
     t0 = time.monotonic()
@@ -142,7 +142,7 @@ async def bytes_per_image(url: str, folder: Path, people: int = 100, per: int = 
     for pid in added:
         await store.insert_images(
             [
-                dict(
+                NewImage(
                     person_id=pid,
                     provider="wikimedia",
                     rank=r,
@@ -158,11 +158,10 @@ async def bytes_per_image(url: str, folder: Path, people: int = 100, per: int = 
                 for r in range(per)
             ]
         )
-        rows = []
         for img in await store.images_of(pid):
-            rows.append(
-                dict(
-                    id=img["id"],
+            await store.record_analysis(
+                img.id,
+                Analyzed(
                     analysis_status="ok",
                     detail=None,
                     faces_json='[{"x": 1200, "y": 400, "w": 420, "h": 420, "conf": 1.0}]',
@@ -173,10 +172,9 @@ async def bytes_per_image(url: str, folder: Path, people: int = 100, per: int = 
                     embedding=os.urandom(512),  # 128 float32
                     phash="c3a1f0e4b2d19687",
                     timings_json='{"decode": 0.004, "detect": 0.045, "embed": 0.069}',
-                    face_path=f"faces/S_{pid}/{img['id']}.face.jpg",
-                )
+                    face_path=f"faces/S_{pid}/{img.id}.face.jpg",
+                ),
             )
-        await store.update_images("image_analyzed", rows)
     size = await _db_size(store, cfg) - before
     await store.close()
     return size / (people * per)

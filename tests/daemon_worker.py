@@ -33,15 +33,15 @@ def _note(line: str) -> None:
 def factory(cfg, store, res):
     def make(stage):
         async def fn(person):
-            recorded = (await store.get_person(person["id"]))["stage"]  # either backend
+            recorded = (await store.get_person(person.id)).stage  # either backend
             order = list(STAGES) + ["done"]
             if order.index(recorded) > order.index(stage):
-                _note(f"VIOLATION {person['id']} {stage} recorded={recorded}")
-            _note(f"start {person['id']} {stage}")
+                _note(f"VIOLATION {person.id} {stage} recorded={recorded}")
+            _note(f"start {person.id} {stage}")
             await asyncio.sleep(SLOW * random.uniform(0.5, 1.5))
             if FAIL == stage:
                 raise RuntimeError(f"test failure in {stage}")
-            _note(f"end {person['id']} {stage}")
+            _note(f"end {person.id} {stage}")
             return None
 
         return fn

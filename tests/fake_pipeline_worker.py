@@ -19,6 +19,7 @@ from facequeue.files import atomic_write_bytes
 from facequeue.logs import setup_logging
 from facequeue.runner.daemon import run_daemon
 from facequeue.runner.pipeline import STAGES
+from facequeue.store import Analyzed, Curated, Downloaded, NewImage
 
 JOURNAL = os.environ.get("FQ_TEST_JOURNAL", "")
 SLOW = float(os.environ.get("FQ_STAGE_S", "0.05"))
@@ -55,52 +56,30 @@ class FakeStages:
 
     async def search(self, person):
         rows = [
-            dict(
-                person_id=person["id"],
-                provider="fake",
-                rank=k,
-                url=u,
-                thumbnail_url=None,
-                page_url=None,
-                title=None,
-                license=None,
-                author=None,
-                width=None,
-                height=None,
-            )
-            for k, u in enumerate(urls(person["slug"]))
+            NewImage(person_id=person.id, provider="fake", rank=k, url=u)
+            for k, u in enumerate(urls(person.slug))
         ]
         await self.store.insert_images(rows)
 
     async def download(self, person):
-        for img in await self.store.images_of(person["id"], "pending"):
-            body = content(img["url"])
+        for img in await self.store.images_of(person.id, "pending"):
+            body = content(img.url)
             sha = hashlib.sha256(body).hexdigest()
             rel = f"raw/{sha[:2]}/{sha}.bin"
             if not (self.data / rel).exists():
                 await asyncio.to_thread(atomic_write_bytes, self.data / rel, body)
-            await self.store.update_image(
-                "image_downloaded",
-                id=img["id"],
-                sha256=sha,
-                raw_path=rel,
-                final_url=img["url"],
-                content_type="image/jpeg",
-                bytes=len(body),
-                width=640,
-                height=480,
-                format="JPEG",
+            await self.store.mark_downloaded(
+                img.id, Downloaded(sha, rel, img.url, "image/jpeg", len(body), 640, 480, "JPEG")
             )
 
     async def analyze(self, person):
-        rows = []
-        for img in await self.store.images_of(person["id"], "downloaded"):
-            body = (self.data / img["raw_path"]).read_bytes()
-            if hashlib.sha256(body).hexdigest() != img["sha256"]:
-                raise RuntimeError(f"torn raw file {img['raw_path']}")
-            rows.append(
-                dict(
-                    id=img["id"],
+        for img in await self.store.images_of(person.id, "downloaded"):
+            body = (self.data / img.raw_path).read_bytes()
+            if hashlib.sha256(body).hexdigest() != img.sha256:
+                raise RuntimeError(f"torn raw file {img.raw_path}")
+            await self.store.record_analysis(
+                img.id,
+                Analyzed(
                     analysis_status="ok",
                     detail=None,
                     faces_json="[]",
@@ -109,33 +88,35 @@ class FakeStages:
                     brightness=0.5,
                     contrast=0.5,
                     embedding=body[:64],
-                    phash=img["sha256"][:16],
+                    phash=img.sha256[:16],
                     timings_json="{}",
                     face_path=None,
-                )
+                ),
             )
-        await self.store.update_images("image_analyzed", rows)
 
     async def curate(self, person):
-        for img in await self.store.images_of(person["id"], "analyzed"):
-            keep = int(img["sha256"][:2], 16) % 3 != 0
-            crop = f"faces/{person['slug']}/{img['rank']}.jpg" if keep else None
+        verdicts = []
+        for img in await self.store.images_of(person.id, "analyzed"):
+            keep = int(img.sha256[:2], 16) % 3 != 0
+            crop = f"faces/{person.slug}/{img.rank}.jpg" if keep else None
             if crop:
-                await asyncio.to_thread(atomic_write_bytes, self.data / crop, img["embedding"])
-            await self.store.update_image(
-                "image_curated",
-                id=img["id"],
-                state="accepted" if keep else "rejected",
-                reason=None if keep else "not_same_person",
-                detail=None,
-                is_reference=False,
-                distance=0.1,
-                quality=0.5,
-                crop_path=crop,
+                await asyncio.to_thread(atomic_write_bytes, self.data / crop, img.embedding)
+            verdicts.append(
+                Curated(
+                    id=img.id,
+                    state="accepted" if keep else "rejected",
+                    reason=None if keep else "not_same_person",
+                    detail=None,
+                    is_reference=0,
+                    distance=0.1,
+                    quality=0.5,
+                    crop_path=crop,
+                )
             )
+        await self.store.record_curation(verdicts)
 
     async def promote(self, person):
-        accepted = await self.store.images_of(person["id"], "accepted")
+        accepted = await self.store.images_of(person.id, "accepted")
         return None if len(accepted) >= 2 else ("insufficient", "fewer than 2 accepted")
 
 
@@ -144,14 +125,14 @@ def factory(cfg, store, res):
 
     def wrap(stage):
         async def fn(person):
-            recorded = (await store.get_person(person["id"]))["stage"]
+            recorded = (await store.get_person(person.id)).stage
             order = list(STAGES) + ["done"]
             if order.index(recorded) > order.index(stage):
-                _note(f"VIOLATION {person['id']} {stage} recorded={recorded}")
-            _note(f"start {person['id']} {stage} {os.getpid()}")
+                _note(f"VIOLATION {person.id} {stage} recorded={recorded}")
+            _note(f"start {person.id} {stage} {os.getpid()}")
             await asyncio.sleep(SLOW * random.uniform(0.8, 1.2))
             result = await getattr(impl, stage)(person)
-            _note(f"end {person['id']} {stage} {os.getpid()}")
+            _note(f"end {person.id} {stage} {os.getpid()}")
             return result
 
         return fn

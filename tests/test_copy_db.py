@@ -8,10 +8,10 @@ import sys
 import pytest
 
 from facequeue.errors import InputError
-from facequeue.store import NewPerson, Q
+from facequeue.store import Curated, GalleryEntry, GalleryFile, NewImage, NewPerson
 from facequeue.store.copy import TABLES, copy_database, open_target
 from facequeue.store.postgres import PgStore
-from facequeue.store.sqlite import Store
+from facequeue.store.sqlite import SqliteStore
 
 
 async def fill(store) -> None:
@@ -25,12 +25,11 @@ async def fill(store) -> None:
     p = await store.claim("A", 30)
     await store.insert_images(
         [
-            dict(
-                person_id=p["id"],
+            NewImage(
+                person_id=p.id,
                 provider="wikimedia",
                 rank=n,
                 url=f"http://img/{n}.jpg",
-                thumbnail_url=None,
                 page_url=f"http://page/{n}",
                 title=f"Титл {n}",
                 license="CC BY",
@@ -41,46 +40,38 @@ async def fill(store) -> None:
             for n in range(5)
         ]
     )
-    imgs = await store.images_of(p["id"])
-    for n, img in enumerate(imgs):
-        await store.update_image(
-            "image_curated",
-            id=img["id"],
-            state="accepted" if n < 3 else "rejected",
-            reason=None if n < 3 else "not_same_person",
-            detail=None,
-            is_reference=n == 0,
-            distance=0.1 * n + 1e-9,
-            quality=0.5,
-            crop_path=f"faces/x/{n}.jpg" if n < 3 else None,
-        )
-    await store.finish(p["id"], "A", "promoted", None)
-    async with store.transaction() as tx:
-        await tx.execute(
-            Q["gallery_upsert_person"],
-            dict(
-                person_id=p["id"],
-                folder="gallery/Person_1__Serbia",
-                images=3,
-                model="Dlib",
-                metric="cosine",
-                threshold=0.07,
-            ),
-        )
-        for n, img in enumerate(imgs[:3]):
-            await tx.execute(
-                Q["gallery_upsert_image"],
-                dict(
-                    person_id=p["id"],
-                    image_id=img["id"],
-                    path=f"gallery/Person_1__Serbia/{n}.jpg",
-                    sha256=f"{n:064d}",
-                    embedding=bytes([n]) * 512,
-                    is_reference=n == 0,
-                ),
+    imgs = await store.images_of(p.id)
+    await store.record_curation(
+        [
+            Curated(
+                id=img.id,
+                state="accepted" if n < 3 else "rejected",
+                reason=None if n < 3 else "not_same_person",
+                detail=None,
+                is_reference=int(n == 0),
+                distance=0.1 * n + 1e-9,
+                quality=0.5,
+                crop_path=f"faces/x/{n}.jpg" if n < 3 else None,
             )
+            for n, img in enumerate(imgs)
+        ]
+    )
+    await store.finish(p.id, "A", "promoted", None)
+    await store.save_gallery(
+        GalleryEntry(p.id, "gallery/Person_1__Serbia", 3, "Dlib", "cosine", 0.07),
+        [
+            GalleryFile(
+                image_id=img.id,
+                rel_path=f"gallery/Person_1__Serbia/{n}.jpg",
+                sha256=f"{n:064d}",
+                embedding=bytes([n]) * 512,
+                is_reference=int(n == 0),
+            )
+            for n, img in enumerate(imgs[:3])
+        ],
+    )
     q = await store.claim("B", 30)
-    await store.fail_attempt(q["id"], "B", "boom", max_attempts=1, delay_s=0)
+    await store.fail_attempt(q.id, "B", "boom", max_attempts=1, delay_s=0)
 
 
 async def dump(store) -> dict[str, list[tuple]]:
@@ -95,7 +86,7 @@ async def dump(store) -> dict[str, list[tuple]]:
 async def test_copy_keeps_every_row_and_id(tmp_path, pg_url, direction):
     lite_path = tmp_path / "fq.db"
     if direction == "sqlite_to_pg":
-        source, target_url = await Store.open(lite_path), pg_url
+        source, target_url = await SqliteStore.open(lite_path), pg_url
     else:
         source, target_url = await PgStore.open(pg_url), str(lite_path)
     await fill(source)

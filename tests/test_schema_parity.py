@@ -10,8 +10,8 @@ import sqlite3
 import psycopg
 
 from facequeue.store import migration_files
-from facequeue.store.postgres import PG_MIGRATIONS_DIR, PgStore
-from facequeue.store.sqlite import Store
+from facequeue.store.postgres import PG_MIGRATIONS_DIR, PQ, PgStore
+from facequeue.store.sqlite import Q, SqliteStore
 
 INTERNAL = {"schema_migrations"}
 
@@ -25,6 +25,13 @@ def test_every_sqlite_migration_has_a_postgres_twin():
     extra = [f"{v:04d}_{n}.sql" for v, n in sorted(pg_versions.items()) if v not in sqlite_versions]
     assert not missing, f"no PostgreSQL twin in migrations/postgres/ for: {', '.join(missing)}"
     assert not extra, f"PostgreSQL migrations without a SQLite original: {', '.join(extra)}"
+
+
+def test_both_query_files_name_the_same_statements():
+    missing = sorted(set(Q) - set(PQ))
+    extra = sorted(set(PQ) - set(Q))
+    assert not missing, f"statements of queries.sql missing from postgres.sql: {missing}"
+    assert not extra, f"statements of postgres.sql not in queries.sql: {extra}"
 
 
 def _sqlite_schema(path) -> dict[str, tuple[str, list[str]]]:
@@ -79,7 +86,7 @@ def schema_differences(lite: dict, pg: dict) -> list[str]:
 
 
 async def test_both_backends_have_the_same_tables_views_and_columns(tmp_path, pg_url):
-    s = await Store.open(tmp_path / "fq.db")
+    s = await SqliteStore.open(tmp_path / "fq.db")
     await s.close()
     p = await PgStore.open(pg_url)
     await p.close()

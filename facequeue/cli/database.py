@@ -15,23 +15,10 @@ def copy_db(app: App, target_url: str) -> None:
     database TARGET_URL: postgresql://user@host:port/db, or a SQLite file path
     (sqlite:///path/facequeue.db). Files in data_dir are not touched: point the config's
     database_url at the target afterwards."""
-    from facequeue.store import connect
-    from facequeue.store.copy import copy_database, open_target
+    from facequeue.store import copy_db as copy
 
     cfg = app.config
-
-    async def go():
-        source = await connect(cfg)
-        try:
-            target = await open_target(target_url)
-            try:
-                return await copy_database(source, target)
-            finally:
-                await target.close()
-        finally:
-            await source.close()
-
-    result = run_async(go())
+    result = run_async(copy(cfg, target_url))
     for table, n in result.rows.items():
         click.echo(f"{table}: {n} rows")
     click.echo(f"copied {cfg.database_label} into {result.target}")

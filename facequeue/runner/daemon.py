@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -22,7 +22,7 @@ from facequeue.config import Config
 from facequeue.errors import FacequeueError, LeaseLost, PermanentStageError
 from facequeue.files import owner_is_dead, owner_tag
 from facequeue.runner.pipeline import Pipeline, Resources, StageFn, Stages
-from facequeue.store import Store, connect
+from facequeue.store import Person, Store, connect
 
 log = structlog.get_logger("facequeue.runner.daemon")
 
@@ -69,14 +69,14 @@ class Daemon:
         await self.store.register_daemon(self.owner, os.getpid(), socket.gethostname())
         reclaimed = await self.store.reclaim_expired()
         live = await self.store.live_daemons(3 * self.cfg.queue.lease_s)
-        _sweep_tmp(self.cfg.tmp_dir, {owner_tag(d["host"], d["pid"]) for d in live})
+        _sweep_tmp(self.cfg.tmp_dir, {owner_tag(d.host, d.pid) for d in live})
         log.info(
             "daemon_started",
             owner=self.owner,
             once=once,
             reclaimed=len(reclaimed),
             people_in_flight=self.cfg.queue.people_in_flight,
-            db=self.cfg.database_label,
+            db=self.store.location,
         )
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         try:
@@ -108,15 +108,18 @@ class Daemon:
                     break
                 # Sleep until work is announced (PostgreSQL NOTIFY) or the poll interval
                 # passes, a person finishes or we are stopped.
-                waiters = [self.stop.wait(), self.store.wait_for_work(self.cfg.queue.poll_s)]
+                waiters: list[Awaitable[object]] = [
+                    self.stop.wait(),
+                    self.store.wait_for_work(self.cfg.queue.poll_s),
+                ]
                 if self.tasks:
                     waiters.append(
                         asyncio.wait(list(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
                     )
                 await _wait_any(*waiters)
                 continue
-            task = asyncio.create_task(self._work(person, slots), name=f"person-{person['id']}")
-            self.tasks[person["id"]] = task
+            task = asyncio.create_task(self._work(person, slots), name=f"person-{person.id}")
+            self.tasks[person.id] = task
 
     async def _take_slot(self, slots: asyncio.Semaphore) -> bool:
         """Wait for a free slot; False (holding nothing) when stop is requested first."""
@@ -132,14 +135,14 @@ class Daemon:
             acquire.cancel()
         return False
 
-    async def _claim(self) -> dict | None:
+    async def _claim(self) -> Person | None:
         self.claiming = True
         try:
             return await self._claim_one()
         finally:
             self.claiming = False
 
-    async def _claim_one(self) -> dict | None:
+    async def _claim_one(self) -> Person | None:
         if self.only_ids is None:
             return await self.store.claim(self.owner, self.cfg.queue.lease_s)
         while self.only_ids:
@@ -155,10 +158,10 @@ class Daemon:
             return bool(self.only_ids)
         return await self.store.claimable_count() > 0
 
-    async def _work(self, person: dict, slots: asyncio.Semaphore) -> None:
-        pid = person["id"]
-        with structlog.contextvars.bound_contextvars(person_id=pid, person=person["name"]):
-            log.info("person_claimed", stage=person["stage"], attempts=person["attempts"])
+    async def _work(self, person: Person, slots: asyncio.Semaphore) -> None:
+        pid = person.id
+        with structlog.contextvars.bound_contextvars(person_id=pid, person=person.name):
+            log.info("person_claimed", stage=person.stage, attempts=person.attempts)
             try:
                 await self.pipeline.run_person(person, self.owner)
                 self.processed += 1
@@ -172,7 +175,7 @@ class Daemon:
                 log.error("person_failed", error=str(exc), permanent=True)
                 await asyncio.shield(self.store.fail_permanently(pid, self.owner, _one_line(exc)))
             except Exception as exc:  # noqa: BLE001 - any stage error is retried with backoff
-                delay = backoff_delay(self.cfg, person["attempts"])
+                delay = backoff_delay(self.cfg, person.attempts)
                 error = _one_line(exc)
                 result = await asyncio.shield(
                     self.store.fail_attempt(
@@ -212,7 +215,7 @@ class Daemon:
                 await self.store.beat_daemon(self.owner, len(self.tasks))
                 reclaimed = await self.store.reclaim_expired()
                 if reclaimed:
-                    log.info("leases_reclaimed", people=[r["id"] for r in reclaimed])
+                    log.info("leases_reclaimed", people=[r.id for r in reclaimed])
             except Exception as exc:  # noqa: BLE001 - a busy database must not kill the daemon
                 log.warning("heartbeat_failed", error=str(exc))
 

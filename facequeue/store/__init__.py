@@ -1,32 +1,73 @@
-"""The database: the only code that talks SQL. SQLite (default) or PostgreSQL (database_url)."""
+"""The database: the only code that talks to it. SQLite by default, PostgreSQL when
+`database_url` is set (many daemons on many machines); both implement the same boundary.
+
+Callers use `open_store(cfg)`, the `Store` protocol (base.py) and the records (records.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
+from pathlib import Path
 
 from facequeue.config import Config
-from facequeue.store.sqlite import (
-    MIGRATIONS_DIR,
+from facequeue.store.base import Store
+from facequeue.store.migrate import MIGRATIONS_DIR, migration_files
+from facequeue.store.records import (
+    AcceptedCrop,
     AddResult,
+    Analyzed,
+    CopyResult,
+    Curated,
+    DaemonInfo,
+    Downloaded,
+    Failure,
+    GalleryCandidate,
+    GalleryEmbedding,
+    GalleryEntry,
+    GalleryFile,
+    GalleryIdentity,
+    GallerySummary,
+    Image,
+    ImageTotals,
+    NewImage,
     NewPerson,
-    Q,
-    Store,
-    migration_files,
+    Person,
+    Progress,
+    ReasonCount,
+    RejectReason,
+    ReportImage,
+    ReportPerson,
+    SelfTest,
 )
+from facequeue.store.sqlite import SqliteStore
 
 
 async def connect(cfg: Config, migrate: bool = True) -> Store:
-    """Open the configured backend. The PostgreSQL store has the same domain methods."""
+    """Open the configured database (the caller closes it); migrate unless told not to."""
     if cfg.database_url:
-        from facequeue.store.postgres import PgStore
+        from facequeue.store.postgres import PgStore  # psycopg only loaded when used
 
-        return cast(Store, await PgStore.open(cfg.database_url, migrate=migrate))
-    return await Store.open(cfg.db_path, migrate=migrate)
+        return await PgStore.open(cfg.database_url, migrate=migrate)
+    return await SqliteStore.open(cfg.db_path, migrate=migrate)
 
 
-def backend_migrations(cfg: Config) -> list:
+async def copy_db(cfg: Config, target_url: str) -> CopyResult:
+    """Copy the configured database into the empty database at `target_url` (copy.py)."""
+    from facequeue.store.copy import copy_database, open_source, open_target
+
+    source = await open_source(cfg)
+    try:
+        target = await open_target(target_url)
+        try:
+            return await copy_database(source, target)
+        finally:
+            await target.close()
+    finally:
+        await source.close()
+
+
+def backend_migrations(cfg: Config) -> list[tuple[int, str, Path]]:
     """The migration files of the configured backend."""
     if cfg.database_url:
         from facequeue.store.postgres import PG_MIGRATIONS_DIR
@@ -46,12 +87,36 @@ async def open_store(cfg: Config, migrate: bool = True) -> AsyncIterator[Store]:
 
 __all__ = [
     "MIGRATIONS_DIR",
-    "Q",
+    "AcceptedCrop",
+    "CopyResult",
     "AddResult",
+    "Analyzed",
+    "Curated",
+    "DaemonInfo",
+    "Downloaded",
+    "Failure",
+    "GalleryCandidate",
+    "GalleryEmbedding",
+    "GalleryEntry",
+    "GalleryFile",
+    "GalleryIdentity",
+    "GallerySummary",
+    "Image",
+    "ImageTotals",
+    "NewImage",
     "NewPerson",
+    "Person",
+    "Progress",
+    "ReasonCount",
+    "RejectReason",
+    "ReportImage",
+    "ReportPerson",
+    "SelfTest",
+    "SqliteStore",
     "Store",
     "backend_migrations",
     "connect",
+    "copy_db",
     "migration_files",
     "open_store",
 ]

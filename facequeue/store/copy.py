@@ -10,14 +10,15 @@ column-for-column equal), then the target is filled in one transaction: all or n
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from facequeue.config import Config
 from facequeue.errors import InputError, StoreError
 from facequeue.store.postgres import PgStore, safe_url
-from facequeue.store.sqlite import Store
+from facequeue.store.records import CopyResult
+from facequeue.store.sqlite import SqliteStore
 
 # Parents before children (foreign keys); daemons are per-process and not copied.
 TABLES: tuple[tuple[str, str], ...] = (
@@ -28,13 +29,7 @@ TABLES: tuple[tuple[str, str], ...] = (
 )
 BATCH = 2000
 
-AnyStore = Store | PgStore
-
-
-@dataclass(frozen=True)
-class CopyResult:
-    target: str
-    rows: dict[str, int]
+AnyStore = SqliteStore | PgStore
 
 
 def target_kind(url: str) -> tuple[str, str]:
@@ -52,6 +47,13 @@ def target_kind(url: str) -> tuple[str, str]:
     raise InputError(f"{url}: expected postgresql://user@host:port/db or a SQLite file path")
 
 
+async def open_source(cfg: Config) -> AnyStore:
+    """The configured database, migrated (copy-db copies the latest schema)."""
+    if cfg.database_url:
+        return await PgStore.open(cfg.database_url)
+    return await SqliteStore.open(cfg.db_path)
+
+
 async def open_target(url: str) -> AnyStore:
     kind, where = target_kind(url)
     if kind == "postgresql":
@@ -59,7 +61,7 @@ async def open_target(url: str) -> AnyStore:
     path = Path(where).expanduser()
     if path.is_dir():
         raise InputError(f"{path} is a folder: name the SQLite file to create")
-    return await Store.open(path, migrate=False)
+    return await SqliteStore.open(path, migrate=False)
 
 
 def _label(store: AnyStore) -> str:
@@ -87,6 +89,7 @@ async def _batches(store: AnyStore, table: str, key: str) -> AsyncIterator[list[
     """Keyset pagination: memory stays flat on millions of rows."""
     mark = "%s" if isinstance(store, PgStore) else "?"
     last = None
+    params: tuple[Any, ...]
     while True:
         if last is None:
             sql, params = f"SELECT * FROM {table} ORDER BY {key} LIMIT {BATCH}", ()
@@ -117,7 +120,7 @@ async def copy_database(source: AnyStore, target: AnyStore) -> CopyResult:
         raise StoreError(f"schema versions differ: source {src_v}, target {dst_v}")
     mark = "%s" if isinstance(target, PgStore) else "?"
     copied: dict[str, int] = {}
-    async with target.transaction() as tx:
+    async with target._transaction() as tx:
         for table, key in TABLES:
             copied[table] = 0
             async for rows in _batches(source, table, key):

@@ -1,31 +1,34 @@
-"""The PostgreSQL backend: the same domain methods as the SQLite store, for N daemons on N hosts.
+"""The PostgreSQL backend of the store, for N daemons on N hosts sharing one queue.
 
-Statements live in postgres.sql under the names of queries.sql; migrations in
-migrations/postgres/ mirror the SQLite ones number for number. A psycopg pool in autocommit
-mode: every statement is its own transaction unless `transaction()` groups them. Claims are
-one UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING *, so concurrent
-daemons never wait on each other's rows. A trigger NOTIFYs `facequeue_work` when a person
-becomes claimable; `wait_for_work` sleeps on it instead of the poll interval. A lost
+The domain methods are sqlbase.SqlStore's, as for SQLite; this module supplies the connection,
+migrations and primitives. Statements live in postgres.sql under the names of queries.sql;
+migrations in migrations/postgres/ mirror the SQLite ones number for number. A psycopg pool in
+autocommit mode: every statement is its own transaction unless `_transaction()` groups them.
+Claims are one UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING *, so
+concurrent daemons never wait on each other's rows. A trigger NOTIFYs `facequeue_work` when a
+person becomes claimable; `wait_for_work` sleeps on it instead of the poll interval. A lost
 connection is retried with backoff (every statement is safe to repeat: writes are guarded by
-the lease owner, inserts by unique keys).
+the lease owner, inserts by unique keys; a claim whose answer was lost leaves an orphan lease
+that the daemon's heartbeat releases).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from facequeue.errors import LeaseLost, StoreError
-from facequeue.store.sqlite import AddResult, NewPerson, _load_queries, migration_files
-from facequeue.store.sqlite import Q as SQLITE_Q
+from facequeue.errors import StoreError
+from facequeue.store.migrate import migration_files
+from facequeue.store.sqlbase import SqlStore
+from facequeue.store.sqlite import _load_queries
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PG_MIGRATIONS_DIR = PACKAGE_DIR / "migrations" / "postgres"
@@ -43,8 +46,6 @@ def _to_psycopg(sql: str) -> str:
 
 
 PQ = {name: _to_psycopg(sql) for name, sql in _load_queries(PACKAGE_DIR / "postgres.sql").items()}
-# Until every caller uses domain methods, SQL text of queries.sql maps to its PostgreSQL twin.
-_BY_SQLITE_TEXT = {text: PQ[name] for name, text in SQLITE_Q.items() if name in PQ}
 
 
 class Row:
@@ -101,23 +102,23 @@ def safe_url(url: str) -> str:
 
 
 class _Tx:
-    """A connection inside `transaction()`: execute(sql, params) -> cursor (as aiosqlite's)."""
+    """A connection inside `_transaction()`: execute(sql, params) -> cursor (as aiosqlite's)."""
 
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
 
     async def execute(self, sql: str, params: Any = None) -> psycopg.AsyncCursor:
-        return await self.conn.execute(_BY_SQLITE_TEXT.get(sql, sql), params)
+        return await self.conn.execute(sql, params)
 
     async def executemany(self, sql: str, rows: Iterable[Any]) -> None:
         async with self.conn.cursor() as cur:
-            await cur.executemany(_BY_SQLITE_TEXT.get(sql, sql), list(rows))
+            await cur.executemany(sql, list(rows))
 
 
-class PgStore:
-    """An open PostgreSQL database. Use `await PgStore.open(url)`."""
+class PgStore(SqlStore):
+    """An open PostgreSQL database. Use `open_store(cfg)` (or `await PgStore.open(url)`)."""
 
-    backend = "postgresql"
+    Q = PQ
 
     def __init__(self, pool: AsyncConnectionPool, url: str) -> None:
         self.pool = pool
@@ -155,6 +156,10 @@ class PgStore:
                 await store.close()
                 raise
         return store
+
+    @property
+    def location(self) -> str:
+        return self.path
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -208,9 +213,17 @@ class PgStore:
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
+    async def integrity_problems(self) -> list[str]:
+        """The server checks its own pages; a failing query is what there is to report."""
+        try:
+            rows = await self._all(self.Q["doctor_quick_check"])
+        except (psycopg.Error, StoreError) as exc:
+            return [_first_line(exc)]
+        return [r[0] for r in rows if r[0] != "ok"]
+
     # -- helpers -----------------------------------------------------------------------
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_Tx]:
+    async def _transaction(self) -> AsyncIterator[_Tx]:
         """One transaction on one pooled connection, rolled back on any error."""
         async with self.pool.connection() as conn, conn.transaction():
             yield _Tx(conn)
@@ -227,7 +240,7 @@ class PgStore:
                             await cur.executemany(sql, params)
                         return []
                     cur = await conn.execute(sql, params)
-                    return list(await cur.fetchall()) if cur.description else []
+                    return cast(list[Row], await cur.fetchall()) if cur.description else []
             except psycopg.OperationalError as exc:
                 if waited >= RETRY_FOR_S:
                     raise StoreError(f"database {self.path}: {_first_line(exc)}") from None
@@ -236,23 +249,14 @@ class PgStore:
                 waited += delay
                 delay = min(delay * 2, 5.0)
 
-    async def _all(self, sql: str, params: Any = None) -> list[Row]:
+    async def _all(self, sql: str, params: Any = ()) -> list[Row]:
         return await self._run(sql, params)
 
-    async def _one(self, sql: str, params: Any = None) -> Row | None:
-        rows = await self._run(sql, params)
-        return rows[0] if rows else None
+    async def _write(self, sql: str, params: Any = ()) -> list[Row]:
+        return await self._run(sql, params)  # autocommit: one statement, one transaction
 
-    async def _q(self, name: str, **params: Any) -> list[Row]:
-        return await self._run(PQ[name], params)
-
-    async def query(self, name: str, **params: Any) -> list[Row]:
-        """Run a named read query from postgres.sql."""
-        return await self._q(name, **params)
-
-    async def execute(self, name: str, **params: Any) -> list[Row]:
-        """Run a named write statement in its own transaction."""
-        return await self._q(name, **params)
+    async def _many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        await self._run(sql, rows, many=True)
 
     # -- waiting for work ------------------------------------------------------------------
     async def wait_for_work(self, timeout: float) -> bool:
@@ -282,163 +286,6 @@ class PgStore:
                 log.warning("listen_reconnect", error=_first_line(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-
-    # -- people --------------------------------------------------------------------------
-    async def add_people(self, people: Iterable[NewPerson]) -> AddResult:
-        """Insert all new people in one transaction; existing ones are skipped."""
-        added: list[int] = []
-        skipped: list[NewPerson] = []
-        async with self.transaction() as tx:
-            for person in people:
-                params = person.__dict__
-                cur = await tx.execute(PQ["person_exists"], params)
-                if await cur.fetchone():
-                    skipped.append(person)
-                    continue
-                cur = await tx.execute(PQ["insert_person"], params)
-                row = await cur.fetchone()
-                if row is None:
-                    skipped.append(person)
-                else:
-                    added.append(row[0])
-        return AddResult(added, skipped)
-
-    async def claim(self, owner: str, lease_s: float) -> dict | None:
-        rows = await self._q("claim_person", owner=owner, lease_s=float(lease_s))
-        return dict(rows[0]) if rows else None
-
-    async def reclaim_expired(self) -> list[dict]:
-        return [dict(r) for r in await self._q("reclaim_expired")]
-
-    async def renew_leases(self, owner: str, lease_s: float) -> list[int]:
-        return [r[0] for r in await self._q("renew_leases", owner=owner, lease_s=float(lease_s))]
-
-    async def still_own(self, person_id: int, owner: str) -> bool:
-        return bool(await self._q("still_own", id=person_id, owner=owner))
-
-    async def claim_specific(self, person_id: int, owner: str, lease_s: float) -> dict | None:
-        rows = await self._q("claim_specific", id=person_id, owner=owner, lease_s=float(lease_s))
-        return dict(rows[0]) if rows else None
-
-    async def advance_stage(self, person_id: int, owner: str, stage: str) -> None:
-        if not await self._q("advance_stage", id=person_id, owner=owner, stage=stage):
-            raise LeaseLost(f"lease on person {person_id} was lost before stage {stage}")
-
-    async def finish(self, person_id: int, owner: str, state: str, reason: str | None) -> None:
-        rows = await self._q("finish_person", id=person_id, owner=owner, state=state, reason=reason)
-        if not rows:
-            raise LeaseLost(f"lease on person {person_id} was lost before it finished")
-
-    async def fail_attempt(
-        self, person_id: int, owner: str, error: str, max_attempts: int, delay_s: float
-    ) -> tuple[str, int] | None:
-        rows = await self._q(
-            "fail_attempt",
-            id=person_id,
-            owner=owner,
-            error=error[:2000],
-            max_attempts=max_attempts,
-            delay_s=float(delay_s),
-        )
-        return (rows[0][0], rows[0][1]) if rows else None
-
-    async def fail_permanently(self, person_id: int, owner: str, error: str) -> None:
-        await self._q("fail_permanently", id=person_id, owner=owner, error=error[:2000])
-
-    async def release(self, person_id: int, owner: str) -> None:
-        await self._q("release_person", id=person_id, owner=owner)
-
-    async def release_owner(self, owner: str) -> None:
-        await self._q("release_owner", owner=owner)
-
-    async def retry_failed(self, person_id: int | None = None) -> list[int]:
-        return [r[0] for r in await self._q("retry_failed", id=person_id)]
-
-    async def requeue(self, person_id: int, stage: str) -> None:
-        await self._q("requeue_person", id=person_id, stage=stage)
-
-    async def get_person(self, person_id: int) -> dict | None:
-        rows = await self._q("get_person", id=person_id)
-        return dict(rows[0]) if rows else None
-
-    async def find_people(self, ref: str) -> list[dict]:
-        return [dict(r) for r in await self._q("find_people", ref=ref)]
-
-    async def people_at_rest(self) -> list[dict]:
-        return [dict(r) for r in await self._q("people_at_rest")]
-
-    async def delete_person(self, person_id: int) -> None:
-        await self._q("delete_person", id=person_id)
-
-    async def claimable_count(self) -> int:
-        return (await self._q("claimable_count"))[0][0]
-
-    async def next_run_after(self) -> str | None:
-        return (await self._q("next_run_after"))[0][0]
-
-    # -- daemons -------------------------------------------------------------------------
-    async def register_daemon(self, daemon_id: str, pid: int, host: str) -> None:
-        await self._q("prune_daemons")
-        await self._q("register_daemon", id=daemon_id, pid=pid, host=host)
-
-    async def beat_daemon(self, daemon_id: str, in_flight: int) -> None:
-        await self._q("beat_daemon", id=daemon_id, in_flight=in_flight)
-
-    async def stop_daemon(self, daemon_id: str) -> None:
-        await self._q("stop_daemon", id=daemon_id)
-
-    async def live_daemons(self, stale_s: float) -> list[dict]:
-        return [dict(r) for r in await self._q("live_daemons", stale_s=float(stale_s))]
-
-    # -- status --------------------------------------------------------------------------
-    async def queue_summary(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in await self._q("queue_summary")}
-
-    async def progress(self, limit: int = 50) -> list[dict]:
-        return [dict(r) for r in await self._q("person_progress_all", limit=limit)]
-
-    async def progress_of(self, person_id: int) -> dict | None:
-        rows = await self._q("person_progress_one", id=person_id)
-        return dict(rows[0]) if rows else None
-
-    async def image_reasons(self, person_id: int) -> list[dict]:
-        return [dict(r) for r in await self._q("image_reasons", id=person_id)]
-
-    async def recent_failures(self, limit: int = 10) -> list[dict]:
-        return [dict(r) for r in await self._q("recent_failures", limit=limit)]
-
-    # -- images --------------------------------------------------------------------------
-    async def insert_images(self, rows: list[dict]) -> None:
-        await self._run(PQ["insert_image"], rows, many=True)
-
-    async def images_of(self, person_id: int, state: str | None = None) -> list[dict]:
-        if state is None:
-            rows = await self._q("images_of_person", person_id=person_id)
-        else:
-            rows = await self._q("images_in_state", person_id=person_id, state=state)
-        return [dict(r) for r in rows]
-
-    async def update_image(self, statement: str, **params: Any) -> None:
-        if not statement.startswith("image_"):
-            raise ValueError(statement)
-        await self._q(statement, **params)
-
-    async def update_images(self, statement: str, rows: list[dict]) -> None:
-        if not statement.startswith("image_"):
-            raise ValueError(statement)
-        await self._run(PQ[statement], rows, many=True)
-
-    async def other_users_of_raw(self, raw_path: str, person_id: int) -> int:
-        rows = await self._q("other_users_of_raw", raw_path=raw_path, person_id=person_id)
-        return rows[0][0]
-
-    async def forget_raw_paths(self, image_ids: list[int]) -> None:
-        await self._run(PQ["forget_raw_path"], [{"id": i} for i in image_ids], many=True)
-
-    async def referenced_paths(self) -> set[str]:
-        raws = await self._q("all_raw_paths")
-        crops = await self._q("all_crop_paths")
-        return {r[0] for r in raws} | {r[0] for r in crops}
 
 
 def _first_line(exc: BaseException) -> str:

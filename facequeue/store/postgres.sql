@@ -1,6 +1,7 @@
--- The PostgreSQL statements, by the same names as queries.sql (loaded by postgres.py).
+-- The PostgreSQL statements, by the same names as queries.sql (loaded by store/postgres.py);
+-- tests/test_schema_parity.py checks that both files name the same statements.
 -- fq_now(plus_s) (migrations/postgres/0001) gives timestamps in SQLite's format from the
--- server's clock, so every daemon on every host uses one clock. :name parameters as there.
+-- server's clock, so every daemon on every host uses one clock.
 
 -- name: insert_person
 INSERT INTO people (name, slug, country, occupation, search_name, source, wikidata_id,
@@ -21,7 +22,7 @@ UPDATE people
 SET state = 'queued', lease_owner = NULL, lease_until = NULL,
     updated_at = fq_now()
 WHERE state = 'running' AND lease_until < fq_now()
-RETURNING id, name;
+RETURNING *;
 
 -- name: claim_person
 UPDATE people
@@ -125,8 +126,6 @@ SELECT * FROM people WHERE stage = 'done' ORDER BY id;
 -- name: delete_person
 DELETE FROM people WHERE id = :id;
 
--- name: count_people
-SELECT COUNT(*) FROM people;
 
 -- name: queue_summary
 SELECT state, people FROM queue_summary;
@@ -140,7 +139,9 @@ WHERE (state = 'queued' AND (run_after IS NULL OR run_after <= fq_now()))
    OR (state = 'running' AND lease_until < fq_now());
 
 -- name: person_progress_all
-SELECT * FROM person_progress ORDER BY person_id LIMIT :limit;
+-- limit -1: everyone, as SQLite's LIMIT -1
+SELECT * FROM person_progress ORDER BY person_id
+LIMIT CASE WHEN :limit < 0 THEN NULL ELSE :limit END;
 
 -- name: person_progress_one
 SELECT * FROM person_progress WHERE person_id = :id;
@@ -245,8 +246,8 @@ WHERE person_id = :person_id AND state = 'accepted' ORDER BY id;
 -- name: gallery_images_of
 SELECT id, image_id, path, sha256 FROM gallery_images WHERE person_id = :person_id ORDER BY id;
 
--- name: gallery_person
-SELECT * FROM gallery_people WHERE person_id = :person_id;
+-- name: gallery_folder
+SELECT folder FROM gallery_people WHERE person_id = :person_id;
 
 -- name: gallery_upsert_person
 INSERT INTO gallery_people (person_id, folder, images, model, metric, threshold)
@@ -297,8 +298,6 @@ SELECT * FROM gallery_summary ORDER BY flagged DESC, person;
 -- name: gallery_paths
 SELECT path FROM gallery_images;
 
--- name: gallery_folders
-SELECT person_id, folder FROM gallery_people;
 
 -- name: report_people
 SELECT pp.*, p.name, p.portrait_url, p.wikidata_id, p.finished_at,
@@ -327,6 +326,7 @@ SELECT reason, COUNT(*) AS images FROM images WHERE state = 'rejected'
 GROUP BY reason ORDER BY images DESC;
 
 -- name: doctor_quick_check
+-- the server checks its own pages; nothing like PRAGMA quick_check to run
 SELECT 'ok' AS quick_check;
 
 -- metadata/stats queries
@@ -337,5 +337,3 @@ SELECT 'ok' AS quick_check;
 SELECT person_id, person, country, crop_path, image_id
 FROM image_outcomes WHERE state = 'accepted' ORDER BY person_id, image_id;
 
--- name: metadata_people
-SELECT person_id, person, country, accepted FROM person_progress ORDER BY person_id;

@@ -1,4 +1,4 @@
-"""The only place that talks SQL: connection set-up, migrations, the people queue, image rows.
+"""The SQLite backend of the store: connection set-up and every domain method, in SQL.
 
 Statements live in queries.sql (by name) and migrations/NNNN_*.sql. One aiosqlite connection
 per process; an asyncio lock serialises transactions on it so coroutines never interleave
@@ -10,19 +10,18 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from facequeue.config import Config
-from facequeue.errors import LeaseLost, StoreError
+from facequeue.errors import StoreError
+from facequeue.store import migrate as migrations
+from facequeue.store.sqlbase import SqlStore
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-MIGRATIONS_DIR = PACKAGE_DIR / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -46,44 +45,10 @@ def _load_queries(path: Path) -> dict[str, str]:
 Q = _load_queries(PACKAGE_DIR / "queries.sql")
 
 
-@dataclass(frozen=True)
-class NewPerson:
-    name: str
-    slug: str
-    country: str
-    occupation: str | None = None
-    source: str = "manual"
-    search_name: str | None = None
-    wikidata_id: str | None = None
-    portrait_url: str | None = None
-    cross_check: str | None = None
+class SqliteStore(SqlStore):
+    """An open SQLite database. Use `open_store(cfg)` (or `await SqliteStore.open(path)`)."""
 
-
-@dataclass(frozen=True)
-class AddResult:
-    added: list[int]
-    skipped: list[NewPerson]
-
-
-def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, Path]]:
-    if not directory.is_dir():
-        raise StoreError(f"migrations folder not found: {directory}")
-    found = []
-    for path in sorted(directory.glob("*.sql")):
-        match = re.match(r"(\d{4})_(\w+)\.sql$", path.name)
-        if not match:
-            raise StoreError(f"badly named migration {path.name}: expected NNNN_name.sql")
-        found.append((int(match.group(1)), match.group(2), path))
-    versions = [v for v, _, _ in found]
-    if len(set(versions)) != len(versions):
-        raise StoreError("two migrations share a number")
-    return found
-
-
-class Store:
-    """An open database. Use `await Store.open(cfg)` or `async with open_store(cfg)`."""
-
-    backend = "sqlite"
+    Q = Q
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self.conn = conn
@@ -93,8 +58,8 @@ class Store:
     # -- set-up --------------------------------------------------------------------------
     @classmethod
     async def open(
-        cls, db_path: Path, migrate: bool = True, migrations_dir: Path = MIGRATIONS_DIR
-    ) -> Store:
+        cls, db_path: Path, migrate: bool = True, migrations_dir: Path = migrations.MIGRATIONS_DIR
+    ) -> SqliteStore:
         try:
             db_path.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(
@@ -119,6 +84,10 @@ class Store:
             raise
         return store
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
     async def close(self) -> None:
         await self.conn.close()
 
@@ -127,50 +96,30 @@ class Store:
         await asyncio.sleep(timeout)
         return False
 
-    async def migrate(self, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    async def migrate(self, migrations_dir: Path = migrations.MIGRATIONS_DIR) -> list[str]:
         """Apply pending migrations in order; each with its record in one transaction."""
-        applied_now: list[str] = []
-        async with self.lock:
-            await self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                "name TEXT NOT NULL, applied_at TEXT NOT NULL "
-                "DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
-            )
-            for version, name, path in migration_files(migrations_dir):
-                await self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = await self.conn.execute(
-                        "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
-                    )
-                    if await cur.fetchone():
-                        await self.conn.execute("COMMIT")
-                        continue
-                    for statement in _split_sql(path.read_text(encoding="utf-8")):
-                        await self.conn.execute(statement)
-                    await self.conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-                        (version, name),
-                    )
-                    await self.conn.execute("COMMIT")
-                except BaseException as exc:
-                    await self.conn.execute("ROLLBACK")
-                    if isinstance(exc, sqlite3.Error):
-                        raise StoreError(f"migration {path.name} failed: {exc}") from None
-                    raise
-                applied_now.append(f"{version:04d}_{name}")
-        return applied_now
+        return await migrations.apply_sqlite(self.conn, self.lock, migrations_dir)
 
     async def applied_migrations(self) -> list[tuple[int, str, str]]:
-        return [
-            tuple(r)
-            for r in await self._all(
+        try:
+            rows = await self._all(
                 "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
             )
-        ]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"database {self.path}: {exc}") from None
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def integrity_problems(self) -> list[str]:
+        """What `PRAGMA quick_check` finds wrong (empty when the file is sound)."""
+        try:
+            rows = await self._all(Q["doctor_quick_check"])
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        return [r[0] for r in rows if r[0] != "ok"]
 
     # -- helpers -----------------------------------------------------------------------
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any error (including cancellation)."""
         async with self.lock:
             await self.conn.execute("BEGIN IMMEDIATE")
@@ -187,222 +136,11 @@ class Store:
             cur = await self.conn.execute(sql, params)
             return list(await cur.fetchall())
 
-    async def _one(self, sql: str, params: Any = ()) -> aiosqlite.Row | None:
-        rows = await self._all(sql, params)
-        return rows[0] if rows else None
-
     async def _write(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             cur = await conn.execute(sql, params)
             return list(await cur.fetchall())
 
-    async def query(self, name: str, **params: Any) -> list[aiosqlite.Row]:
-        """Run a named read query from queries.sql."""
-        return await self._all(Q[name], params)
-
-    async def execute(self, name: str, **params: Any) -> list[aiosqlite.Row]:
-        """Run a named write statement in its own transaction."""
-        return await self._write(Q[name], params)
-
-    # -- people --------------------------------------------------------------------------
-    async def add_people(self, people: Iterable[NewPerson]) -> AddResult:
-        """Insert all new people in one transaction; existing ones (slug+country or
-        Wikidata id) are skipped. Either all new rows land or none."""
-        added: list[int] = []
-        skipped: list[NewPerson] = []
-        async with self.transaction() as conn:
-            for person in people:
-                params = person.__dict__
-                cur = await conn.execute(Q["person_exists"], params)
-                if await cur.fetchone():
-                    skipped.append(person)
-                    continue
-                cur = await conn.execute(Q["insert_person"], params)
-                row = await cur.fetchone()
-                if row is None:
-                    skipped.append(person)
-                else:
-                    added.append(row[0])
-        return AddResult(added, skipped)
-
-    async def claim(self, owner: str, lease_s: float) -> dict | None:
-        rows = await self._write(Q["claim_person"], {"owner": owner, "lease_s": lease_s})
-        return dict(rows[0]) if rows else None
-
-    async def reclaim_expired(self) -> list[dict]:
-        return [dict(r) for r in await self._write(Q["reclaim_expired"])]
-
-    async def renew_leases(self, owner: str, lease_s: float) -> list[int]:
-        rows = await self._write(Q["renew_leases"], {"owner": owner, "lease_s": lease_s})
-        return [r[0] for r in rows]
-
-    async def still_own(self, person_id: int, owner: str) -> bool:
-        return bool(await self._one(Q["still_own"], {"id": person_id, "owner": owner}))
-
-    async def claim_specific(self, person_id: int, owner: str, lease_s: float) -> dict | None:
-        rows = await self._write(
-            Q["claim_specific"], {"id": person_id, "owner": owner, "lease_s": lease_s}
-        )
-        return dict(rows[0]) if rows else None
-
-    async def advance_stage(self, person_id: int, owner: str, stage: str) -> None:
-        rows = await self._write(
-            Q["advance_stage"], {"id": person_id, "owner": owner, "stage": stage}
-        )
-        if not rows:
-            raise LeaseLost(f"lease on person {person_id} was lost before stage {stage}")
-
-    async def finish(self, person_id: int, owner: str, state: str, reason: str | None) -> None:
-        rows = await self._write(
-            Q["finish_person"], {"id": person_id, "owner": owner, "state": state, "reason": reason}
-        )
-        if not rows:
-            raise LeaseLost(f"lease on person {person_id} was lost before it finished")
-
-    async def fail_attempt(
-        self, person_id: int, owner: str, error: str, max_attempts: int, delay_s: float
-    ) -> tuple[str, int] | None:
-        rows = await self._write(
-            Q["fail_attempt"],
-            {
-                "id": person_id,
-                "owner": owner,
-                "error": error[:2000],
-                "max_attempts": max_attempts,
-                "delay_s": f"{delay_s:.3f}",
-            },
-        )
-        return (rows[0][0], rows[0][1]) if rows else None
-
-    async def fail_permanently(self, person_id: int, owner: str, error: str) -> None:
-        await self._write(
-            Q["fail_permanently"], {"id": person_id, "owner": owner, "error": error[:2000]}
-        )
-
-    async def release(self, person_id: int, owner: str) -> None:
-        await self._write(Q["release_person"], {"id": person_id, "owner": owner})
-
-    async def release_owner(self, owner: str) -> None:
-        await self._write(Q["release_owner"], {"owner": owner})
-
-    async def retry_failed(self, person_id: int | None = None) -> list[int]:
-        return [r[0] for r in await self._write(Q["retry_failed"], {"id": person_id})]
-
-    async def requeue(self, person_id: int, stage: str) -> None:
-        await self._write(Q["requeue_person"], {"id": person_id, "stage": stage})
-
-    async def get_person(self, person_id: int) -> dict | None:
-        row = await self._one(Q["get_person"], {"id": person_id})
-        return dict(row) if row else None
-
-    async def find_people(self, ref: str) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["find_people"], {"ref": ref})]
-
-    async def people_at_rest(self) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["people_at_rest"])]
-
-    async def delete_person(self, person_id: int) -> None:
-        await self._write(Q["delete_person"], {"id": person_id})
-
-    async def claimable_count(self) -> int:
-        row = await self._one(Q["claimable_count"])
-        return row[0]
-
-    async def next_run_after(self) -> str | None:
-        row = await self._one(Q["next_run_after"])
-        return row[0]
-
-    # -- daemons -------------------------------------------------------------------------
-    async def register_daemon(self, daemon_id: str, pid: int, host: str) -> None:
-        await self._write(Q["prune_daemons"])
-        await self._write(Q["register_daemon"], {"id": daemon_id, "pid": pid, "host": host})
-
-    async def beat_daemon(self, daemon_id: str, in_flight: int) -> None:
-        await self._write(Q["beat_daemon"], {"id": daemon_id, "in_flight": in_flight})
-
-    async def stop_daemon(self, daemon_id: str) -> None:
-        await self._write(Q["stop_daemon"], {"id": daemon_id})
-
-    async def live_daemons(self, stale_s: float) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["live_daemons"], {"stale_s": stale_s})]
-
-    # -- status --------------------------------------------------------------------------
-    async def queue_summary(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in await self._all(Q["queue_summary"])}
-
-    async def progress(self, limit: int = 50) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["person_progress_all"], {"limit": limit})]
-
-    async def progress_of(self, person_id: int) -> dict | None:
-        row = await self._one(Q["person_progress_one"], {"id": person_id})
-        return dict(row) if row else None
-
-    async def image_reasons(self, person_id: int) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["image_reasons"], {"id": person_id})]
-
-    async def recent_failures(self, limit: int = 10) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["recent_failures"], {"limit": limit})]
-
-    # -- images --------------------------------------------------------------------------
-    async def insert_images(self, rows: list[dict]) -> None:
-        async with self.transaction() as conn:
-            await conn.executemany(Q["insert_image"], rows)
-
-    async def images_of(self, person_id: int, state: str | None = None) -> list[dict]:
-        if state is None:
-            rows = await self._all(Q["images_of_person"], {"person_id": person_id})
-        else:
-            rows = await self._all(Q["images_in_state"], {"person_id": person_id, "state": state})
-        return [dict(r) for r in rows]
-
-    async def update_image(self, statement: str, **params: Any) -> None:
-        """One of the image_* statements of queries.sql, in its own transaction."""
-        if not statement.startswith("image_"):
-            raise ValueError(statement)
-        await self._write(Q[statement], params)
-
-    async def update_images(self, statement: str, rows: list[dict]) -> None:
-        if not statement.startswith("image_"):
-            raise ValueError(statement)
-        async with self.transaction() as conn:
-            await conn.executemany(Q[statement], rows)
-
-    async def other_users_of_raw(self, raw_path: str, person_id: int) -> int:
-        row = await self._one(
-            Q["other_users_of_raw"], {"raw_path": raw_path, "person_id": person_id}
-        )
-        return row[0]
-
-    async def forget_raw_paths(self, image_ids: list[int]) -> None:
-        async with self.transaction() as conn:
-            await conn.executemany(Q["forget_raw_path"], [{"id": i} for i in image_ids])
-
-    async def referenced_paths(self) -> set[str]:
-        raws = await self._all(Q["all_raw_paths"])
-        crops = await self._all(Q["all_crop_paths"])
-        return {r[0] for r in raws} | {r[0] for r in crops}
-
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements (sqlite3.complete_statement knows about strings)."""
-    statements, buf = [], ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            if buf.strip():
-                statements.append(buf.strip())
-            buf = ""
-    if buf.strip() and not all(
-        line.strip().startswith("--") or not line.strip() for line in buf.splitlines()
-    ):
-        raise StoreError("migration ends with an incomplete statement")
-    return statements
-
-
-@asynccontextmanager
-async def open_store(cfg: Config, migrate: bool = True) -> AsyncIterator[Store]:
-    store = await Store.open(cfg.db_path, migrate=migrate)
-    try:
-        yield store
-    finally:
-        await store.close()
+    async def _many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        async with self._transaction() as conn:
+            await conn.executemany(sql, rows)
