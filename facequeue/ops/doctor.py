@@ -134,9 +134,7 @@ async def check_database(cfg: Config) -> list[Check]:
                 applied = {v for v, _, _ in await store.applied_migrations()}
             except StoreError:
                 applied = set()
-            pending = [
-                f"{v:04d}_{n}" for v, n, _ in backend_migrations(cfg) if v not in applied
-            ]
+            pending = [f"{v:04d}_{n}" for v, n, _ in backend_migrations(cfg) if v not in applied]
             if pending:
                 checks.append(
                     Check(
