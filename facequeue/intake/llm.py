@@ -328,7 +328,11 @@ async def plan_country(cfg: Config, country: str, occupations: list[str], count:
             (g.country_name.strip() for g, _, _ in results if g.country_name.strip()), country
         )
     )
-    found = [Found(name, occ) for occ, (_, kept, _) in zip(occupations, results) for name in kept]
+    found = [
+        Found(name, occ)
+        for occ, (_, kept, _) in zip(occupations, results, strict=True)
+        for name in kept
+    ]
     dropped = [d for _, _, ds in results for d in ds]
     notes = []
     if place is not None and found:

@@ -130,7 +130,7 @@ def plot(stats: dict[str, Any], dest: str | Path, title: str = "facequeue datase
     ]
     fig, axes = plt.subplots(4, 2, figsize=(12, 16))
     flat = axes.ravel()
-    for ax, (key, label) in zip(flat, panels):
+    for ax, (key, label) in zip(flat, panels, strict=False):
         items = list(stats[key].items())[:20]
         ax.barh([str(k) for k, _ in items][::-1], [v for _, v in items][::-1], color="#4c72b0")
         ax.set_title(label)

@@ -13,7 +13,6 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
 
 import structlog
 
@@ -25,7 +24,7 @@ from facequeue.stages.originals import delete_originals
 from facequeue.store import Analyzed, Curated, Downloaded, Image, NewImage, Person, Store
 
 STAGES = ("search", "download", "analyze", "curate", "promote")
-StageResult = Optional[tuple[str, str | None]]
+StageResult = tuple[str, str | None] | None
 StageFn = Callable[[Person], Awaitable[StageResult]]
 
 log = structlog.get_logger("facequeue.runner.pipeline")

@@ -513,7 +513,7 @@ class Downloader:
                         old.unlink()
         return tmp_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}.part"
 
-    async def _attempt(self, url: str) -> _Step:
+    async def _attempt(self, url: str) -> _Step:  # noqa: C901 - split on the net branch
         d = self.cfg.download
         tmp: Path | None = None
         try:

@@ -215,7 +215,7 @@ def _dlib_regions(small: np.ndarray, need_eyes: bool) -> list[Any]:
         dets, scores, _ = hog.run(small, 1)
     h, w = small.shape[:2]
     out = []
-    for det, score in zip(dets, scores):
+    for det, score in zip(dets, scores, strict=True):
         x, y = max(0, det.left()), max(0, det.top())
         fw, fh = min(det.right(), w) - x, min(det.bottom(), h) - y
         left_eye = right_eye = None
