@@ -246,9 +246,9 @@ def _print_stats(stats: dict, top: int, notes: list[str]) -> None:
 @click.option(
     "--top", type=click.IntRange(1), default=20, show_default=True, help="Rows per table."
 )
-@click.pass_context
+@pass_app
 def stats_cmd(
-    ctx: click.Context,
+    app: App,
     directory: Path | None,
     use_db: bool,
     as_json: bool,
@@ -265,12 +265,13 @@ def stats_cmd(
     notes: list[str] = []
     empty: list[str] = []
     if use_db:
-        records, empty, missing = run_async(dataset_stats.db_records(ctx.find_object(App).config))
+        records, empty, missing = run_async(dataset_stats.db_records(app.config))
         if missing:
             notes.append(
                 f"{missing} accepted image(s) have no readable sidecar (attributes 'unknown')"
             )
     else:
+        assert directory is not None  # checked above
         records, bad = dataset_stats.records_from_dir(directory)
         if bad:
             notes.append(f"{bad} JSON file(s) are not sidecars or not readable: skipped")

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from facequeue.config import Config
 from facequeue.vision.analyze import FaceAnalysis
 
 # DeepFace 0.0.103 deepface/config/threshold.py (copied: importing deepface here would load
@@ -104,11 +105,11 @@ class CurationParams:
         return cls(model=model, metric=metric, threshold=float(thr), **kw)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> CurationParams:
+    def from_config(cls, cfg: Config) -> CurationParams:
         a, c = cfg.analysis, cfg.curation
         return cls.for_model(
             a.model,
-            getattr(c, "metric", "") or None,
+            c.metric or None,
             c.threshold,
             min_references=c.min_references,
             max_references=max(c.max_references, c.min_references),
@@ -117,12 +118,11 @@ class CurationParams:
             duplicate_distance=c.duplicate_distance,
             min_face_px=a.min_face_px,
             extra_face_fraction=a.extra_face_fraction,
-            extra_face_min_confidence=getattr(a, "extra_face_min_confidence", 0.15),
+            extra_face_min_confidence=a.extra_face_min_confidence,
             blur_min=a.blur_min,
-            ambiguity_ratio=getattr(c, "ambiguity_ratio", 0.8),
-            reference_factor=getattr(c, "reference_factor", 1.0),
-            spread_factor=getattr(c, "spread_factor", 1.3),
-            spread_floor=getattr(c, "spread_floor", 0.75),
+            ambiguity_ratio=c.ambiguity_ratio,
+            spread_factor=c.spread_factor,
+            spread_floor=c.spread_floor,
         )
 
 
@@ -256,7 +256,11 @@ def _gate_all(
 
 
 def _vectors(candidates: Sequence[Candidate], usable: list[int]) -> dict[int, np.ndarray]:
-    vecs = {i: candidates[i].analysis.vector() for i in usable}
+    vecs: dict[int, np.ndarray] = {}
+    for i in usable:
+        v = candidates[i].analysis.vector()
+        assert v is not None  # gate() rejects an image without an embedding
+        vecs[i] = v
     dims = {len(v) for v in vecs.values()}
     if len(dims) > 1:
         raise ValueError(
@@ -459,7 +463,7 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
         else:
             reasons[i] = "not_same_person"
     for i in usable:  # the duplicates' distance too, for review
-        if i not in dist and vecs[i] is not None:
+        if i not in dist:
             dist[i] = round(
                 float(np.median(distance_matrix(vecs[i][None], mat[refs], p.metric))), 4
             )

@@ -22,11 +22,15 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facequeue.errors import FacequeueError
 from facequeue.files import atomic_write_text
 from facequeue.vision import attributes
+
+if TYPE_CHECKING:  # numpy/OpenCV load on first use
+    from facequeue.config import Config
+    from facequeue.vision.analyze import AnalysisSettings
 
 SCHEMA_VERSION = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -70,7 +74,7 @@ def _file_facts(path: Path) -> dict[str, Any]:
     return facts
 
 
-def describe_image(path: str, settings: Any) -> dict[str, Any]:
+def describe_image(path: str, settings: AnalysisSettings) -> dict[str, Any]:
     """Everything the sidecar needs about one image, computed in one pass (pool function).
 
     Decodes once (``analyze.decode_image``), runs ``analyze.analyze_bgr`` (one detection,
@@ -217,7 +221,7 @@ def quality_level(described: dict[str, Any] | None) -> str:
     return "medium"
 
 
-def _names(settings: Any) -> tuple[str | None, str | None]:
+def _names(settings: AnalysisSettings | Config) -> tuple[str | None, str | None]:
     a = getattr(settings, "analysis", settings)  # a Config or AnalysisSettings
     return getattr(a, "detector", None), getattr(a, "model", None)
 
@@ -237,7 +241,7 @@ def build_sidecar(
     analysis_of_crop: dict | None,
     person: dict | None,
     image_row: dict | None,
-    settings: Any,
+    settings: AnalysisSettings | Config,
     previous: dict | None = None,
     generator: str | None = None,
     file_path: str | None = None,
@@ -267,56 +271,17 @@ def build_sidecar(
     prev = previous if (retroactive and isinstance(previous, dict)) else {}
     row = image_row or {}
     now = _utc_iso()
-
-    created_ts = _parse_ts(row.get("created_at"))
-    face_id, download_date = face_id_and_date(path, created_ts)
-    if (
-        retroactive
-        and re.fullmatch(r"\d{8}_\d{6}_\d{3}", str(prev.get("face_id", "")))
-        and re.fullmatch(r"\d{8} \d\d:\d\d:\d\d", str(prev.get("download_date", "")))
-    ):
-        face_id, download_date = prev["face_id"], prev["download_date"]  # kept on --force
-    if created_ts is not None:
-        download_ts = _utc_iso(created_ts)
-    else:
-        download_ts = (
-            prev.get("download_timestamp") if _parse_ts(prev.get("download_timestamp")) else now
-        )
-    source_url = row.get("url") or prev.get("source_url") or RETROACTIVE_SOURCE
-
     faces = d.get("faces") or []
-    skin, hair = d.get("skin"), d.get("hair")
     demo = d.get("demographics") or dict(_NO_DEMOGRAPHICS)
-    age = demo.get("age")
-    age_grp, age_str, sex = attributes.age_group(age), attributes.age_bucket(age), demo.get("sex")
-    skin_tone = skin["category"] if skin else None
-    detector, model = _names(settings)
-    has_face = bool(faces)
-
-    if person:
-        person_block = {
-            "name": person.get("name"),
-            "country": person.get("country"),
-            "occupation": person.get("occupation"),
-        }
-    else:
-        person_block = prev.get("person") if isinstance(prev.get("person"), dict) else None
-    if row:
-        source_block = {k: row.get(k) for k in ("provider", "page_url", "license", "author")}
-        source_block["sha256"] = row.get("sha256")
-    else:
-        source_block = prev.get("source") if isinstance(prev.get("source"), dict) else None
-    prev_analysis = prev.get("analysis") if isinstance(prev.get("analysis"), dict) else {}
-    distance = row.get("distance") if row else prev_analysis.get("distance_to_references")
-
-    sidecar = {
+    origin = _provenance(path, row, prev, now)
+    return {  # the seed's keys in the seed's order, then facequeue's
         "filename": path.name,
         "file_path": file_path if file_path is not None else str(crop_path),
-        "face_id": face_id,
+        "face_id": origin["face_id"],
         "md5_hash": facts["md5"],
-        "download_timestamp": download_ts,
-        "download_date": download_date,
-        "source_url": source_url,
+        "download_timestamp": origin["download_timestamp"],
+        "download_date": origin["download_date"],
+        "source_url": origin["source_url"],
         "file_size_kb": round(facts["bytes"] / 1024.0, 2),
         "image_properties": {
             "width": d.get("width"),
@@ -324,28 +289,8 @@ def build_sidecar(
             "format": facts.get("format"),
             "mode": facts.get("mode"),
         },
-        "face_features": {
-            "brightness": d.get("brightness"),
-            "contrast": d.get("contrast"),
-            "saturation": d.get("saturation"),
-            "faces_detected": len(faces),
-            "face_regions": [f[:4] for f in faces],
-            "skin_tone": skin_tone,
-            "hair_color": hair["label"] if hair else None,
-            "age_group": age_grp,
-            "estimated_age": age_str,
-            "estimated_sex": sex,
-            "dominant_colors": d.get("dominant_colors") or [],
-        },
-        "queryable_attributes": {
-            "brightness_level": brightness_level(d.get("brightness")),
-            "image_quality": quality_level(d),
-            "has_face": has_face,
-            "face_count": len(faces),
-            "sex": sex,
-            "age_group": age_grp,
-            "skin_tone": skin_tone,
-        },
+        "face_features": _face_features(d, faces, demo),
+        "queryable_attributes": _queryable_attributes(d, faces, demo),
         "metadata_generated": {
             "generated_at": now,
             "generator": generator
@@ -355,28 +300,109 @@ def build_sidecar(
         # ---- facequeue additions
         "schema_version": SCHEMA_VERSION,
         "sha256": facts["sha256"],
-        "person": person_block,
-        "source": source_block,
-        "analysis": {
-            "status": d.get("status", "not_analysed"),
-            "detail": d.get("detail"),
-            "detector": d.get("detector", detector),
-            "model": d.get("model", model),
-            "blur": d.get("blur") if d.get("blur") is not None else row.get("blur"),
-            "face_brightness": d.get("face_brightness"),
-            "face_contrast": d.get("face_contrast"),
-            "phash": d.get("phash"),
-            "face_confidences": [f[4] for f in faces],
-            "distance_to_references": distance,
-            "is_reference": bool(row.get("is_reference")) if row else None,
-        },
-        "skin": skin,
-        "hair": hair,
+        "person": _person_block(person, prev),
+        "source": _source_block(row, prev),
+        "analysis": _analysis_block(d, faces, row, prev, settings),
+        "skin": d.get("skin"),
+        "hair": d.get("hair"),
         "demographics": {
             k: demo.get(k) for k in ("available", "reason", "age", "sex", "sex_confidence")
         },
     }
-    return sidecar
+
+
+def _prev_dict(prev: dict, key: str) -> dict | None:
+    value = prev.get(key)
+    return value if isinstance(value, dict) else None
+
+
+def _provenance(path: Path, row: dict, prev: dict, now: str) -> dict[str, Any]:
+    """face_id, download_date, download_timestamp and source_url: from the database row,
+    else kept from a previous well-formed sidecar (--force), else from the file."""
+    created_ts = _parse_ts(row.get("created_at"))
+    face_id, download_date = face_id_and_date(path, created_ts)
+    if (
+        not row
+        and re.fullmatch(r"\d{8}_\d{6}_\d{3}", str(prev.get("face_id", "")))
+        and re.fullmatch(r"\d{8} \d\d:\d\d:\d\d", str(prev.get("download_date", "")))
+    ):
+        face_id, download_date = prev["face_id"], prev["download_date"]  # kept on --force
+    if created_ts is not None:
+        download_ts = _utc_iso(created_ts)
+    elif _parse_ts(prev.get("download_timestamp")):
+        download_ts = prev["download_timestamp"]
+    else:
+        download_ts = now
+    return {
+        "face_id": face_id,
+        "download_timestamp": download_ts,
+        "download_date": download_date,
+        "source_url": row.get("url") or prev.get("source_url") or RETROACTIVE_SOURCE,
+    }
+
+
+def _face_features(d: dict, faces: list, demo: dict) -> dict[str, Any]:
+    skin, hair, age = d.get("skin"), d.get("hair"), demo.get("age")
+    return {
+        "brightness": d.get("brightness"),
+        "contrast": d.get("contrast"),
+        "saturation": d.get("saturation"),
+        "faces_detected": len(faces),
+        "face_regions": [f[:4] for f in faces],
+        "skin_tone": skin["category"] if skin else None,
+        "hair_color": hair["label"] if hair else None,
+        "age_group": attributes.age_group(age),
+        "estimated_age": attributes.age_bucket(age),
+        "estimated_sex": demo.get("sex"),
+        "dominant_colors": d.get("dominant_colors") or [],
+    }
+
+
+def _queryable_attributes(d: dict, faces: list, demo: dict) -> dict[str, Any]:
+    skin = d.get("skin")
+    return {
+        "brightness_level": brightness_level(d.get("brightness")),
+        "image_quality": quality_level(d),
+        "has_face": bool(faces),
+        "face_count": len(faces),
+        "sex": demo.get("sex"),
+        "age_group": attributes.age_group(demo.get("age")),
+        "skin_tone": skin["category"] if skin else None,
+    }
+
+
+def _person_block(person: dict | None, prev: dict) -> dict | None:
+    if person:
+        return {k: person.get(k) for k in ("name", "country", "occupation")}
+    return _prev_dict(prev, "person")
+
+
+def _source_block(row: dict, prev: dict) -> dict | None:
+    if not row:
+        return _prev_dict(prev, "source")
+    return {k: row.get(k) for k in ("provider", "page_url", "license", "author", "sha256")}
+
+
+def _analysis_block(
+    d: dict, faces: list, row: dict, prev: dict, settings: AnalysisSettings | Config
+) -> dict[str, Any]:
+    detector, model = _names(settings)
+    prev_analysis = _prev_dict(prev, "analysis") or {}
+    return {
+        "status": d.get("status", "not_analysed"),
+        "detail": d.get("detail"),
+        "detector": d.get("detector", detector),
+        "model": d.get("model", model),
+        "blur": d.get("blur") if d.get("blur") is not None else row.get("blur"),
+        "face_brightness": d.get("face_brightness"),
+        "face_contrast": d.get("face_contrast"),
+        "phash": d.get("phash"),
+        "face_confidences": [f[4] for f in faces],
+        "distance_to_references": (
+            row.get("distance") if row else prev_analysis.get("distance_to_references")
+        ),
+        "is_reference": bool(row.get("is_reference")) if row else None,
+    }
 
 
 # ============================================================================ schema, writing

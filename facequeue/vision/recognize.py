@@ -11,9 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from facequeue.config import Config
+
+if TYPE_CHECKING:  # the face engine loads on first use
+    from facequeue.vision.analyze import AnalysisSettings
 
 # -------------------------------------------------------------------------- thresholds
 
@@ -43,11 +48,11 @@ def default_threshold(model: str, metric: str) -> float:
     return float(find_threshold(model, metric))
 
 
-def threshold_from_config(cfg: Any) -> tuple[str, float]:
+def threshold_from_config(cfg: Config) -> tuple[str, float]:
     """(metric, threshold) for recognition: the metric curation uses, and gallery.threshold
     if set, else the model's default for that metric."""
     model = cfg.analysis.model
-    metric = getattr(cfg.curation, "metric", "") or metric_for(model)
+    metric = cfg.curation.metric or metric_for(model)
     threshold = cfg.gallery.threshold
     if threshold is None:
         from facequeue.vision import engine as faces
@@ -296,7 +301,7 @@ class QueryPhoto:
 MIN_EMBED_PX = 20
 
 
-def embed_faces(path: str, settings: Any) -> QueryPhoto:
+def embed_faces(path: str, settings: AnalysisSettings) -> QueryPhoto:
     """Decode once, detect once, embed every face (largest first) with the same alignment as
     analysis uses for the main face. Module-level and pure: runs in a pool worker or in-process.
     """
