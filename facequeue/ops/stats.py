@@ -12,7 +12,7 @@ from typing import Any
 
 from facequeue.config import Config
 from facequeue.errors import NotFoundError
-from facequeue.stages.metadata import read_sidecar, sidecar_path
+from facequeue.stages.sidecar_files import read_sidecar, sidecar_path
 from facequeue.store import AcceptedCrop
 
 UNKNOWN = "unknown"

@@ -28,43 +28,12 @@ import numpy as np
 
 from facequeue.config import Config
 from facequeue.vision.analyze import FaceAnalysis
-
-# DeepFace 0.0.103 deepface/config/threshold.py (copied: importing deepface here would load
-# the whole engine into a module that must stay pure and light).
-THRESHOLDS: dict[str, dict[str, float]] = {
-    "VGG-Face": {"cosine": 0.68, "euclidean": 1.17, "euclidean_l2": 1.17},
-    "Facenet": {"cosine": 0.40, "euclidean": 10, "euclidean_l2": 0.80},
-    "Facenet512": {"cosine": 0.30, "euclidean": 23.56, "euclidean_l2": 1.04},
-    "ArcFace": {"cosine": 0.68, "euclidean": 4.15, "euclidean_l2": 1.13},
-    "Dlib": {"cosine": 0.07, "euclidean": 0.6, "euclidean_l2": 0.4},
-    "SFace": {"cosine": 0.593, "euclidean": 10.734, "euclidean_l2": 1.055},
-    "OpenFace": {"cosine": 0.10, "euclidean": 0.55, "euclidean_l2": 0.55},
-    "DeepFace": {"cosine": 0.23, "euclidean": 64, "euclidean_l2": 0.64},
-    "DeepID": {"cosine": 0.015, "euclidean": 45, "euclidean_l2": 0.17},
-    "GhostFaceNet": {"cosine": 0.65, "euclidean": 35.71, "euclidean_l2": 1.10},
-    "Buffalo_L": {"cosine": 0.55, "euclidean": 0.6, "euclidean_l2": 1.1},
-}
-METRICS = ("cosine", "euclidean", "euclidean_l2")
-
-
-def default_metric(model: str) -> str:
-    """dlib's descriptor is trained for plain euclidean distance (0.6); the others for cosine."""
-    return "euclidean" if model == "Dlib" else "cosine"
-
-
-def default_threshold(model: str, metric: str) -> float:
-    try:
-        return float(THRESHOLDS[model][metric])
-    except KeyError:
-        try:  # a model newer than our copy: ask DeepFace itself
-            from deepface.config.threshold import thresholds
-
-            return float(thresholds[model][metric])
-        except Exception:
-            raise ValueError(
-                f"no default threshold for model {model!r} with metric {metric!r}; "
-                "set curation.threshold"
-            ) from None
+from facequeue.vision.distance import (
+    METRICS,
+    default_metric,
+    default_threshold,
+    distance_matrix,
+)
 
 
 @dataclass(frozen=True)
@@ -148,18 +117,6 @@ class CurationResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def distance_matrix(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if metric in ("cosine", "euclidean_l2"):
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    if metric == "cosine":
-        return np.clip(1.0 - a @ b.T, 0.0, 2.0)
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(sq, 0.0))
 
 
 def gate(a: FaceAnalysis, p: CurationParams) -> str | None:

@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from facequeue.errors import FacequeueError
-from facequeue.files import atomic_write_text
+from facequeue.stages.sidecar_files import (
+    IMAGE_EXTENSIONS,
+    SidecarInvalid,
+    load_schema,
+    read_sidecar,
+    scan_images,
+    sidecar_path,
+    validate_sidecar,
+    validation_errors,
+    write_sidecar,
+)
 from facequeue.vision import attributes
 
 if TYPE_CHECKING:  # numpy/OpenCV load on first use
@@ -33,7 +38,6 @@ if TYPE_CHECKING:  # numpy/OpenCV load on first use
     from facequeue.vision.analyze import AnalysisSettings
 
 SCHEMA_VERSION = 1
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 RETROACTIVE_SOURCE = "unknown (generated retroactively)"
 FACE_ID_RE = re.compile(r"face_(\d{8})_(\d{6})_(\d{3})_([0-9A-Za-z]+)")
 
@@ -45,10 +49,6 @@ QUALITY_FACE_LOW = 70  # px, shorter side of the face box (analysis.min_face_px)
 QUALITY_FACE_HIGH = 150
 QUALITY_CONTRAST_HIGH = 30.0
 DEMOGRAPHY_MARGIN = 0.2
-
-
-class SidecarInvalid(FacequeueError):
-    """A sidecar does not validate against schemas/sidecar.schema.json."""
 
 
 # ============================================================================ pool side
@@ -157,11 +157,6 @@ def describe_image(path: str, settings: AnalysisSettings) -> dict[str, Any]:
 
 
 # ============================================================================ parent side
-
-
-def sidecar_path(image_path: str | os.PathLike) -> Path:
-    """The sidecar of an image: same folder and base name, `.json`."""
-    return Path(image_path).with_suffix(".json")
 
 
 def _utc_iso(ts: float | None = None) -> str:
@@ -405,71 +400,8 @@ def _analysis_block(
     }
 
 
-# ============================================================================ schema, writing
-
-
-@lru_cache(maxsize=1)
-def load_schema() -> dict:
-    """The sidecar JSON Schema (package data facequeue/schemas/sidecar.schema.json)."""
-    text = resources.files("facequeue").joinpath("schemas/sidecar.schema.json").read_text("utf-8")
-    return json.loads(text)
-
-
-@lru_cache(maxsize=1)
-def _validator() -> Any:
-    import jsonschema
-
-    schema = load_schema()
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
-def validation_errors(sidecar: dict) -> list[str]:
-    """One line per schema violation ('' path means the top level)."""
-    errs = sorted(_validator().iter_errors(sidecar), key=lambda e: list(e.absolute_path))
-    return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errs]
-
-
-def validate_sidecar(sidecar: dict) -> None:
-    """Raise SidecarInvalid naming the first violations."""
-    errors = validation_errors(sidecar)
-    if errors:
-        raise SidecarInvalid("sidecar does not match the schema: " + "; ".join(errors[:3]))
-
-
-def write_sidecar(crop_path: str | os.PathLike, sidecar: dict) -> Path:
-    """Validate ``sidecar`` and write it atomically next to the image; returns its path."""
-    validate_sidecar(sidecar)
-    dest = sidecar_path(crop_path)
-    atomic_write_text(dest, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
-    return dest
-
-
-def read_sidecar(path: str | os.PathLike) -> dict | None:
-    """A sidecar's dict, or None when missing or not a JSON object."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-# ============================================================================ scanning
-
-
-def scan_images(directory: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    """Image files (JPG/JPEG/PNG/WebP, any case) in a folder, sorted; hidden files skipped."""
-    root = Path(directory)
-    it: Iterable[Path] = root.rglob("*") if recursive else root.iterdir()
-    return sorted(
-        p
-        for p in it
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-    )
-
-
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "describe_image",
     "build_sidecar",
     "write_sidecar",
