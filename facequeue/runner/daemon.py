@@ -13,8 +13,9 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -108,7 +109,7 @@ class Daemon:
                     break
                 # Sleep until work is announced (PostgreSQL NOTIFY) or the poll interval
                 # passes, a person finishes or we are stopped.
-                waiters: list[Awaitable[object]] = [
+                waiters: list[Coroutine[Any, Any, Any]] = [
                     self.stop.wait(),
                     self.store.wait_for_work(self.cfg.queue.poll_s),
                 ]

@@ -13,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -25,8 +25,15 @@ from facequeue.stages.originals import delete_originals
 from facequeue.store import Analyzed, Curated, Downloaded, Image, NewImage, Person, Store
 
 STAGES = ("search", "download", "analyze", "curate", "promote")
-StageResult = Optional[tuple[str, str | None]]
+StageResult = tuple[str, str | None] | None
 StageFn = Callable[[Person], Awaitable[StageResult]]
+
+if TYPE_CHECKING:  # imported on first use at run time (fast CLI start)
+    import aiohttp
+
+    from facequeue.stages.download import Downloader
+    from facequeue.stages.search import Provider
+    from facequeue.vision.analyze import AnalysisPool
 
 log = structlog.get_logger("facequeue.runner.pipeline")
 
@@ -73,13 +80,13 @@ class Resources:
     """The daemon's shared, lazily created clients: one HTTP session, one process pool."""
 
     cfg: Config
-    _session: object = None
-    _downloader: object = None
-    _provider: object = None
-    _pool: object = None
+    _session: aiohttp.ClientSession | None = None
+    _downloader: Downloader | None = None
+    _provider: Provider | None = None
+    _pool: AnalysisPool | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def downloader(self):
+    async def downloader(self) -> Downloader:
         from facequeue.stages import download
 
         async with self._lock:
@@ -88,16 +95,17 @@ class Resources:
                 self._downloader = download.Downloader(self.cfg, self._session)
             return self._downloader
 
-    async def provider(self):
+    async def provider(self) -> Provider:
         from facequeue.stages import search
 
         await self.downloader()
         async with self._lock:
             if self._provider is None:
+                assert self._session is not None  # made with the downloader
                 self._provider = search.make_provider(self.cfg, self._session)
             return self._provider
 
-    async def pool(self):
+    async def pool(self) -> AnalysisPool:
         from facequeue.vision import analyze
 
         async with self._lock:
@@ -188,6 +196,8 @@ class Stages:
             else:
                 outcome = await downloader.fetch(img.url, raw_dir)
             if outcome.ok:
+                # a successful outcome always has its file, digest and size
+                assert outcome.sha256 and outcome.path and outcome.size is not None
                 await self.store.mark_downloaded(
                     img.id,
                     Downloaded(
@@ -208,7 +218,9 @@ class Stages:
                     reason=outcome.reason,
                     detail=outcome.detail,
                 )
-                await self.store.reject_image(img.id, outcome.reason, outcome.detail)
+                await self.store.reject_image(
+                    img.id, outcome.reason or "download_failed", outcome.detail
+                )
 
         await asyncio.gather(*(one(img) for img in pending))
         return None
