@@ -10,10 +10,12 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 TEST_USER = "facequeue-test"
@@ -107,6 +109,40 @@ class Cluster:
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{db}"
+
+    def create_password_db(self) -> tuple[str, str, str, int, str]:
+        """A role that must authenticate with a password (scram-sha-256) and a database it
+        owns: (user, password, host, port, database)."""
+        import psycopg
+        from psycopg import sql
+
+        self._dbs += 1
+        user = f"fq_pw_{os.getpid()}_{self._dbs}"
+        password = secrets.token_hex(12)
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(user), sql.Literal(password)
+                )
+            )
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(user), sql.Identifier(user)
+                )
+            )
+            hba = self.data / "pg_hba.conf"
+            hba.write_text(f"host all {user} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+            conn.execute("SELECT pg_reload_conf()")
+        deadline = time.time() + 10
+        while time.time() < deadline:  # the reload is asynchronous: wait until it bites
+            try:
+                url = self.url(user).replace(f"{self.user}@", f"{user}@")
+                with psycopg.connect(url, password="", connect_timeout=5):
+                    pass
+            except psycopg.OperationalError:
+                break
+            time.sleep(0.1)
+        return user, password, "127.0.0.1", self.port, user
 
     def create_db(self) -> str:
         """A new empty database; returns its URL."""

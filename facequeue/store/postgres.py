@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import psycopg
 import structlog
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from facequeue.errors import StoreError
 from facequeue.store.migrate import migration_files
@@ -35,6 +35,7 @@ PG_MIGRATIONS_DIR = PACKAGE_DIR / "migrations" / "postgres"
 CHANNEL = "facequeue_work"
 MIGRATION_LOCK = 0x66616365  # advisory lock: one migrator at a time across hosts
 RETRY_FOR_S = 60.0  # how long a statement keeps retrying a lost connection
+CONNECT_TIMEOUT_S = 10
 
 log = structlog.get_logger("facequeue.store.postgres")
 
@@ -130,6 +131,11 @@ class PgStore(SqlStore):
     # -- set-up --------------------------------------------------------------------------
     @classmethod
     async def open(cls, url: str, migrate: bool = True, max_size: int = 8) -> PgStore:
+        try:  # one direct connection first: libpq's own words for a wrong host or password
+            probe = await psycopg.AsyncConnection.connect(url, connect_timeout=CONNECT_TIMEOUT_S)
+            await probe.close()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open database {safe_url(url)}: {_first_line(exc)}") from None
         pool = AsyncConnectionPool(
             url,
             min_size=1,
@@ -141,11 +147,8 @@ class PgStore(SqlStore):
             reconnect_timeout=RETRY_FOR_S,
         )
         try:
-            await pool.open(wait=True, timeout=15)
-        except (psycopg.Error, OSError) as exc:
-            await pool.close()
-            raise StoreError(f"cannot open database {safe_url(url)}: {_first_line(exc)}") from None
-        except Exception as exc:  # noqa: BLE001 - the pool reports a failed connect as PoolTimeout
+            await pool.open(wait=True, timeout=RETRY_FOR_S)
+        except (psycopg.Error, OSError, PoolTimeout) as exc:
             await pool.close()
             raise StoreError(f"cannot open database {safe_url(url)}: {_first_line(exc)}") from None
         store = cls(pool, url)
