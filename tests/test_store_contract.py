@@ -305,3 +305,26 @@ async def test_gallery_report_and_stats_queries(store):
     await store.remove_from_gallery(p2)
     assert {g.person_id for g in await store.gallery_identities()} == {p1}
     assert await store.integrity_problems() == []
+
+
+async def test_daemon_releases_a_lease_it_holds_without_working_on_it(cfg, store):
+    """A claim that committed but whose answer a dropped connection lost leaves a lease the
+    daemon renews without a task: the heartbeat gives such people back to the queue."""
+    from facequeue.runner.daemon import Daemon
+
+    daemon = Daemon(cfg, store, stages_factory=lambda cfg, store, res: {})
+    await store.add_people([person(1), person(2)])
+    orphan = await store.claim(daemon.owner, 30)
+    working = await store.claim(daemon.owner, 30)
+    daemon.tasks[working.id] = asyncio.get_running_loop().create_future()  # in flight
+    owned = set(await store.renew_leases(daemon.owner, 30))
+    assert owned == {orphan.id, working.id}
+    daemon.claiming = True  # a claim in flight: its person has no task yet, keep everything
+    await daemon._release_orphans(owned)
+    assert (await store.get_person(orphan.id)).state == "running"
+    daemon.claiming = False
+    await daemon._release_orphans(owned)
+    assert (await store.get_person(orphan.id)).state == "queued"
+    assert (await store.get_person(working.id)).lease_owner == daemon.owner
+    daemon.tasks[working.id].cancel()
+    await daemon.resources.close()
