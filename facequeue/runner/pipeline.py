@@ -22,9 +22,20 @@ from facequeue.config import Config
 from facequeue.errors import PermanentStageError
 from facequeue.files import atomic_copy
 from facequeue.stages.originals import delete_originals
-from facequeue.store import Analyzed, Curated, Downloaded, Image, NewImage, Person, Store
+from facequeue.store import (
+    Analyzed,
+    Curated,
+    Downloaded,
+    Image,
+    ImageState,
+    NewImage,
+    Person,
+    PersonState,
+    Stage,
+    Store,
+)
 
-STAGES = ("search", "download", "analyze", "curate", "promote")
+STAGES = tuple(s.value for s in Stage if s is not Stage.DONE)  # in order
 StageResult = tuple[str, str | None] | None
 StageFn = Callable[[Person], Awaitable[StageResult]]
 
@@ -40,7 +51,7 @@ log = structlog.get_logger("facequeue.runner.pipeline")
 
 def next_stage(stage: str) -> str:
     i = STAGES.index(stage)
-    return STAGES[i + 1] if i + 1 < len(STAGES) else "done"
+    return STAGES[i + 1] if i + 1 < len(STAGES) else Stage.DONE
 
 
 class Pipeline:
@@ -53,7 +64,7 @@ class Pipeline:
     async def run_person(self, person: Person, owner: str) -> str:
         """Returns the state the person ends in."""
         stage = person.stage
-        while stage != "done":
+        while stage != Stage.DONE:
             fn = self.stages[stage]
             with structlog.contextvars.bound_contextvars(stage=stage):
                 log.info("stage_started")
@@ -67,9 +78,9 @@ class Pipeline:
                 log.info("person_finished", state=state, reason=reason)
                 return state
             stage = next_stage(stage)
-            if stage == "done":
-                await self.store.finish(person.id, owner, "promoted", None)
-                return "promoted"
+            if stage == Stage.DONE:
+                await self.store.finish(person.id, owner, PersonState.PROMOTED, None)
+                return PersonState.PROMOTED
             await self.store.advance_stage(person.id, owner, stage)
             person = replace(person, stage=stage)
         return person.state
@@ -187,7 +198,7 @@ class Stages:
     # -- download ------------------------------------------------------------------------
     async def download(self, person: Person) -> StageResult:
         downloader = await self.res.downloader()
-        pending = await self.store.images_of(person.id, "pending")
+        pending = await self.store.images_of(person.id, ImageState.PENDING)
         raw_dir = self.cfg.raw_dir
 
         async def one(img: Image) -> None:
@@ -227,7 +238,7 @@ class Stages:
 
     # -- analyze -------------------------------------------------------------------------
     async def analyze(self, person: Person) -> StageResult:
-        todo = await self.store.images_of(person.id, "downloaded")
+        todo = await self.store.images_of(person.id, ImageState.DOWNLOADED)
         if not todo:
             return None
         pool = await self.res.pool()

@@ -9,16 +9,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facequeue.config import Config
 from facequeue.store.base import Store
 from facequeue.store.migrate import MIGRATIONS_DIR, migration_files
 from facequeue.store.records import (
+    AT_REST,
     AcceptedCrop,
     AddResult,
     Analyzed,
-    CopyResult,
     Curated,
+    CurationReason,
     DaemonInfo,
     Downloaded,
     Failure,
@@ -29,18 +31,24 @@ from facequeue.store.records import (
     GalleryIdentity,
     GallerySummary,
     Image,
+    ImageState,
     ImageTotals,
     NewImage,
     NewPerson,
     Person,
+    PersonState,
     Progress,
     ReasonCount,
     RejectReason,
     ReportImage,
     ReportPerson,
     SelfTest,
+    Stage,
 )
 from facequeue.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:  # copy.py loads psycopg: only imported when copy-db runs
+    from facequeue.store.copy import CopyResult
 
 
 async def connect(cfg: Config, migrate: bool = True) -> Store:
@@ -86,12 +94,13 @@ async def open_store(cfg: Config, migrate: bool = True) -> AsyncIterator[Store]:
 
 
 __all__ = [
+    "AT_REST",
     "MIGRATIONS_DIR",
     "AcceptedCrop",
-    "CopyResult",
     "AddResult",
     "Analyzed",
     "Curated",
+    "CurationReason",
     "DaemonInfo",
     "Downloaded",
     "Failure",
@@ -102,10 +111,12 @@ __all__ = [
     "GalleryIdentity",
     "GallerySummary",
     "Image",
+    "ImageState",
     "ImageTotals",
     "NewImage",
     "NewPerson",
     "Person",
+    "PersonState",
     "Progress",
     "ReasonCount",
     "RejectReason",
@@ -113,6 +124,7 @@ __all__ = [
     "ReportPerson",
     "SelfTest",
     "SqliteStore",
+    "Stage",
     "Store",
     "backend_migrations",
     "connect",

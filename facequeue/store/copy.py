@@ -10,6 +10,7 @@ column-for-column equal), then the target is filled in one transaction: all or n
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -17,7 +18,6 @@ from urllib.parse import unquote, urlsplit
 from facequeue.config import Config
 from facequeue.errors import InputError, StoreError
 from facequeue.store.postgres import PgStore, safe_url
-from facequeue.store.records import CopyResult
 from facequeue.store.sqlite import SqliteStore
 
 # Parents before children (foreign keys); daemons are per-process and not copied.
@@ -28,6 +28,15 @@ TABLES: tuple[tuple[str, str], ...] = (
     ("gallery_images", "id"),
 )
 BATCH = 2000
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """What copy-db copied: rows per table, and where to (a path or a URL without password)."""
+
+    target: str
+    rows: dict[str, int]
+
 
 AnyStore = SqliteStore | PgStore
 
