@@ -5,11 +5,13 @@ facequeue/store/migrations/postgres/ with the same number; these tests name what
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import psycopg
+import pytest
 
-from facequeue.store import migration_files
+from facequeue.store import ImageState, PersonState, Stage, migration_files
 from facequeue.store.postgres import PG_MIGRATIONS_DIR, PQ, PgStore
 from facequeue.store.sqlite import Q, SqliteStore
 
@@ -103,3 +105,31 @@ def test_difference_message_names_the_table_and_column():
         "people.nickname: in SQLite, missing in PostgreSQL",
         "view v: in SQLite, missing in PostgreSQL",
     ]
+
+
+def _pg_check_values(url: str, table: str, column: str) -> set[str]:
+    with psycopg.connect(url) as con:
+        defs = [
+            r[0]
+            for r in con.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = %s::regclass AND contype = 'c'",
+                (table,),
+            )
+        ]
+    for d in defs:  # CHECK ((state = ANY (ARRAY['queued'::text, ...])))
+        if re.search(rf"\(\(?{column} = ANY", d):
+            return set(re.findall(r"'([^']*)'", d))
+    raise AssertionError(f"no CHECK ({column} IN ...) on {table} in PostgreSQL")
+
+
+@pytest.mark.parametrize(
+    ("enum", "table", "column"),
+    [(PersonState, "people", "state"), (Stage, "people", "stage"), (ImageState, "images", "state")],
+)
+async def test_postgres_check_constraints_allow_exactly_the_named_values(
+    pg_cluster, enum, table, column
+):
+    url = pg_cluster.create_db()
+    await (await PgStore.open(url)).close()
+    assert {e.value for e in enum} == _pg_check_values(url, table, column)
