@@ -27,8 +27,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from facequeue.errors import StoreError
 from facequeue.store.migrate import migration_files
-from facequeue.store.sqlbase import SqlStore
-from facequeue.store.sqlite import _load_queries
+from facequeue.store.sqlbase import SqlStore, load_queries
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PG_MIGRATIONS_DIR = PACKAGE_DIR / "migrations" / "postgres"
@@ -46,7 +45,7 @@ def _to_psycopg(sql: str) -> str:
     return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql)
 
 
-PQ = {name: _to_psycopg(sql) for name, sql in _load_queries(PACKAGE_DIR / "postgres.sql").items()}
+PQ = {name: _to_psycopg(sql) for name, sql in load_queries(PACKAGE_DIR / "postgres.sql").items()}
 
 
 class Row:

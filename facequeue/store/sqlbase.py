@@ -9,9 +9,11 @@ returning its rows), `_many` (one statement over many rows in one transaction) a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from facequeue.errors import LeaseLost
@@ -44,6 +46,24 @@ from facequeue.store.records import (
 )
 
 R = TypeVar("R")
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    """Statements by name from a .sql file of `-- name: x` sections (comments dropped)."""
+    queries: dict[str, str] = {}
+    name = None
+    lines: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"--\s*name:\s*(\w+)", line)
+        if match:
+            if name:
+                queries[name] = "\n".join(lines).strip()
+            name, lines = match.group(1), []
+        elif name and not line.startswith("--"):
+            lines.append(line)
+    if name:
+        queries[name] = "\n".join(lines).strip()
+    return {k: v.rstrip(";") for k, v in queries.items()}
 
 
 class SqlStore:

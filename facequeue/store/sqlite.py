@@ -8,7 +8,6 @@ inside one transaction. Other processes are kept out by SQLite's own locking (BE
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -19,30 +18,13 @@ import aiosqlite
 
 from facequeue.errors import StoreError
 from facequeue.store import migrate as migrations
-from facequeue.store.sqlbase import SqlStore
+from facequeue.store.sqlbase import SqlStore, load_queries
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUSY_TIMEOUT_MS = 30_000
 
 
-def _load_queries(path: Path) -> dict[str, str]:
-    queries: dict[str, str] = {}
-    name = None
-    lines: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        match = re.match(r"--\s*name:\s*(\w+)", line)
-        if match:
-            if name:
-                queries[name] = "\n".join(lines).strip()
-            name, lines = match.group(1), []
-        elif name and not line.startswith("--"):
-            lines.append(line)
-    if name:
-        queries[name] = "\n".join(lines).strip()
-    return {k: v.rstrip(";") for k, v in queries.items()}
-
-
-Q = _load_queries(PACKAGE_DIR / "queries.sql")
+Q = load_queries(PACKAGE_DIR / "queries.sql")
 
 
 class SqliteStore(SqlStore):
