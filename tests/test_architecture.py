@@ -18,7 +18,6 @@ BEING_SPLIT = {
     "facequeue.stages.download",
     "facequeue.vision.analyze",
     "facequeue.stages.curate",  # vision: references.py, curate_faces.py
-    "facequeue.store.records",  # 437 lines as merged from issue-11 (its states enums); split there
 }
 
 

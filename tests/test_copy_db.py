@@ -105,6 +105,7 @@ async def test_copy_keeps_every_row_and_id(tmp_path, pg_url, direction):
     await source.close()
 
 
+@pytest.mark.slow  # one subprocess per command
 def test_copy_db_command_refuses_a_non_empty_target_with_one_line(tmp_path, pg_url):
     cfg = tmp_path / "facequeue.toml"
     cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n')

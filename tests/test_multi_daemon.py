@@ -61,7 +61,17 @@ def queue_people(cfg: Path, n: int) -> None:
 def start(cfg: Path, journal: Path, once: bool = False, stage_s: float = 0.25) -> subprocess.Popen:
     env = {**os.environ, "FQ_TEST_JOURNAL": str(journal), "FQ_STAGE_S": str(stage_s)}
     args = [sys.executable, str(WORKER), str(cfg)] + (["--once"] if once else [])
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file: a pipe nobody reads would block a daemon that logs a lot
+    with open(log_of(cfg), "ab") as err:
+        return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def log_of(cfg: Path) -> Path:
+    return cfg.parent / "daemons.log"
+
+
+def log_tail(cfg: Path) -> str:
+    return log_of(cfg).read_text(errors="replace")[-2000:]
 
 
 ACCEPTED = (
@@ -74,7 +84,7 @@ def baseline_on_sqlite(folder: Path) -> set[tuple]:
     cfg = write_config(folder)
     queue_people(cfg, PEOPLE)
     proc = start(cfg, folder / "journal.txt", once=True, stage_s=0.01)
-    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    assert proc.wait(timeout=300) == 0, log_tail(cfg)
     con = sqlite3.connect(folder / "data" / "facequeue.db")
     rows = set(con.execute(ACCEPTED).fetchall())
     con.close()
@@ -104,12 +114,12 @@ def kill_and_restart(cfg: Path, url: str, journal: Path, daemons: list, rng) -> 
     return kills, meaningful
 
 
-def wait_until_at_rest(url: str, daemons: list, timeout: float = 240) -> None:
+def wait_until_at_rest(cfg: Path, url: str, daemons: list, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and at_rest(url)[0]:
         for proc in daemons:
             if proc.poll() is not None:
-                pytest.fail(f"daemon exited early: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"daemon exited early: {log_tail(cfg)}")
         time.sleep(0.5)
 
 
@@ -149,7 +159,7 @@ def test_three_daemons_sigkilled_at_random_match_one_uninterrupted_daemon(tmp_pa
     try:
         kills, meaningful = kill_and_restart(cfg, pg_url, journal, daemons, random.Random(4321))
         # Survivors and restarts finish; a dead daemon's leases expire and are taken over.
-        wait_until_at_rest(pg_url, daemons)
+        wait_until_at_rest(cfg, pg_url, daemons)
     finally:
         stop_all(daemons)
     assert kills >= 10 and meaningful >= 10, f"{kills} kills, {meaningful} while work was left"

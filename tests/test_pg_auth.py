@@ -35,6 +35,7 @@ def config(tmp_path, url=""):
     return path
 
 
+@pytest.mark.slow  # one subprocess per command
 def test_password_from_pgpassword_pgpass_or_the_environment_url(tmp_path, pw_db):
     user, password, host, port, db = pw_db
     url = f"postgresql://{user}@{host}:{port}/{db}"

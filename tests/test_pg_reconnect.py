@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 from test_multi_daemon import ACCEPTED, queue_people, write_config
 
 from facequeue.store import NewPerson
@@ -44,17 +45,16 @@ async def test_store_survives_its_connections_being_killed(pg_url):
     await store.close()
 
 
+@pytest.mark.slow
 def test_daemon_survives_connection_loss_mid_run(tmp_path, pg_url):
     cfg = write_config(tmp_path, pg_url, lease_s=5.0)
     queue_people(cfg, 20)
     journal = tmp_path / "journal.txt"
     env = {**os.environ, "FQ_TEST_JOURNAL": str(journal), "FQ_STAGE_S": "0.2"}
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKER), str(cfg)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with open(tmp_path / "daemon.log", "ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(WORKER), str(cfg)], env=env, stdout=subprocess.DEVNULL, stderr=err
+        )
     killed = 0
     try:
         deadline = time.time() + 180
@@ -68,7 +68,7 @@ def test_daemon_survives_connection_loss_mid_run(tmp_path, pg_url):
                 break
             if killed < 4:
                 killed += kill_connections(pg_url) > 0
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert proc.poll() is None, (tmp_path / "daemon.log").read_text()[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -12,9 +12,12 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 from fake_services import FakeOpenAI, FakeWikidata, serbia_world
 from servers import fake_services
 from test_add_country import world_llm
+
+pytestmark = [pytest.mark.slow, pytest.mark.model]  # subprocesses, real face models
 
 PEOPLE = {"Colin Powell": ("USA", "politician"), "Kit Harington": ("UK", "actor")}
 HELD_BACK = 6
