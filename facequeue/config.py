@@ -9,8 +9,10 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from facequeue.errors import ConfigError
@@ -187,6 +189,9 @@ class Config(BaseSettings):
     )
 
     data_dir: Path = Path("./data")
+    # Empty: SQLite at <data_dir>/facequeue.db. postgresql://user@host:port/db: the shared
+    # PostgreSQL queue of many daemons on many hosts (password only from the environment).
+    database_url: str = ""
     log_file: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     user_agent: str = (
@@ -212,6 +217,25 @@ class Config(BaseSettings):
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
     ):
         return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("expected empty (SQLite) or postgresql://user@host:port/db")
+        return value
+
+    @property
+    def database_label(self) -> str:
+        """Where the database is, for messages (never with a password)."""
+        if not self.database_url:
+            return str(self.db_path)
+        parts = urlsplit(self.database_url)
+        if parts.password is None:
+            return self.database_url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
 
     # Paths derived from data_dir: one place decides the layout on disk.
     @property
@@ -261,7 +285,7 @@ def _resolve(base: Path, value: str | Path) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _describe(err: dict) -> str:
+def _describe(err: ErrorDetails) -> str:
     key = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
@@ -270,6 +294,21 @@ def _describe(err: dict) -> str:
     if isinstance(got, (str, int, float, bool)) and err["type"] != "missing":
         return f"{key}: {msg} (got {got!r})"
     return f"{key}: {msg}"
+
+
+def _refuse_password_in_file(cfg_path: Path | None, data: dict[str, Any]) -> None:
+    """A config file is readable by more people than a secret should be."""
+    url = data.get("database_url")
+    if isinstance(url, str) and url.strip():
+        try:
+            password = urlsplit(url.strip()).password
+        except ValueError:
+            password = None
+        if password is not None:
+            raise ConfigError(
+                f"{cfg_path}: database_url must not contain a password: set it in "
+                "FACEQUEUE_DATABASE_URL, PGPASSWORD or ~/.pgpass instead"
+            )
 
 
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Config:
@@ -284,6 +323,7 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Conf
             raise ConfigError(f"{cfg_path}: invalid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{cfg_path}: cannot read: {exc.strerror}") from None
+    _refuse_password_in_file(cfg_path, data)
     base = (cfg_path.parent if cfg_path else Path.cwd()).resolve()
     _TOML_DATA = data
     try:

@@ -41,3 +41,31 @@ def testdata_dir() -> Path:
     if not (path / "MANIFEST.tsv").is_file():
         pytest.fail(f"face corpus not found at {path}: set FACEQUEUE_TESTDATA to its folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for the whole session (tests/pgcluster.py)."""
+    from pgcluster import Cluster, pg_bin_dir
+
+    bin_dir = pg_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server not installed (make test installs Debian's postgresql)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg not installed (pip install -e '.[test]')")
+    cluster = Cluster(bin_dir)
+    try:
+        cluster.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        cluster.stop()
+        pytest.fail(f"cannot start a test PostgreSQL cluster: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> str:
+    """A fresh empty database on the session cluster."""
+    return pg_cluster.create_db()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import sqlite3
 import sys
 
 from facequeue.config import load_config
@@ -34,11 +33,7 @@ def _note(line: str) -> None:
 def factory(cfg, store, res):
     def make(stage):
         async def fn(person):
-            con = sqlite3.connect(cfg.db_path, timeout=30)
-            recorded = con.execute(
-                "SELECT stage FROM people WHERE id = ?", (person.id,)
-            ).fetchone()[0]
-            con.close()
+            recorded = (await store.get_person(person.id)).stage  # either backend
             order = list(STAGES) + ["done"]
             if order.index(recorded) > order.index(stage):
                 _note(f"VIOLATION {person.id} {stage} recorded={recorded}")

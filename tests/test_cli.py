@@ -40,6 +40,7 @@ def people(cfg: Path) -> list[tuple]:
     ).fetchall()
 
 
+@pytest.mark.slow  # one subprocess per command
 def test_every_command_has_help():
     from facequeue.cli import main
 
@@ -121,17 +122,12 @@ def test_config_errors_name_the_key(cfg, tmp_path):
     assert result.returncode == 2 and "missing.toml" in result.stderr
 
 
-def test_environment_overrides_use_the_documented_names(cfg, tmp_path):
-    import os
-
+def test_environment_overrides_use_the_documented_names(cfg, tmp_path, monkeypatch):
     from facequeue.config import load_config
 
-    os.environ["FACEQUEUE_SEARCH__PROVIDER"] = "rapidapi"
-    os.environ["FACEQUEUE_DATA_DIR"] = str(tmp_path / "elsewhere")
-    try:
-        c = load_config(cfg)
-    finally:
-        del os.environ["FACEQUEUE_SEARCH__PROVIDER"], os.environ["FACEQUEUE_DATA_DIR"]
+    monkeypatch.setenv("FACEQUEUE_SEARCH__PROVIDER", "rapidapi")
+    monkeypatch.setenv("FACEQUEUE_DATA_DIR", str(tmp_path / "elsewhere"))
+    c = load_config(cfg)
     assert c.search.provider == "rapidapi" and c.db_path == tmp_path / "elsewhere" / "facequeue.db"
 
 
@@ -144,7 +140,7 @@ def test_shipped_toml_documents_every_key_with_its_default():
 
     shipped = tomllib.loads((REPO / "facequeue.toml").read_text())
     defaults = Config.model_construct()
-    for section, model in Config.model_fields.items():
+    for section, _model in Config.model_fields.items():
         value = getattr(defaults, section)
         if isinstance(value, BaseModel):
             for key in type(value).model_fields:

@@ -11,7 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from facequeue.runner.pipeline import STAGES
+
+pytestmark = pytest.mark.slow  # real daemon subprocesses
 
 WORKER = Path(__file__).with_name("daemon_worker.py")
 
@@ -45,10 +49,29 @@ def cli(cfg: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
     )
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_workers():
+    """Every daemon a test starts is gone, and its pipes closed, when the test ends."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe:
+                pipe.close()
+
+
 def worker(cfg: Path, journal: Path, once: bool = True, **env) -> subprocess.Popen:
     e = {**os.environ, "FQ_TEST_JOURNAL": str(journal), **env}
     args = [sys.executable, str(WORKER), str(cfg)] + (["--once"] if once else [])
-    return subprocess.Popen(args, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _started.append(proc)
+    return proc
 
 
 def queue_people(cfg: Path, n: int, tmp_path: Path) -> None:
@@ -95,8 +118,8 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path):
     assert rows == [("promoted", "done", 50)]
     assert con.execute("SELECT COUNT(DISTINCT slug) FROM people").fetchone()[0] == 50
     lines = journal.read_text().splitlines()
-    assert not [l for l in lines if l.startswith("VIOLATION")]
-    ends = {tuple(l.split()[1:]) for l in lines if l.startswith("end")}
+    assert not [ln for ln in lines if ln.startswith("VIOLATION")]
+    ends = {tuple(ln.split()[1:]) for ln in lines if ln.startswith("end")}
     ids = [r[0] for r in con.execute("SELECT id FROM people")]
     assert ends == {(str(i), s) for i in ids for s in STAGES}  # every stage of everyone done
 

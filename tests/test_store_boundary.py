@@ -7,8 +7,11 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
 import facequeue
 from facequeue.store import SqliteStore, Store
+from facequeue.store.postgres import PgStore
 
 PACKAGE = Path(facequeue.__file__).resolve().parent
 DB_MODULES = {"sqlite3", "aiosqlite", "asyncpg", "psycopg", "psycopg2"}
@@ -17,6 +20,8 @@ ALLOWED = {
     "facequeue.store.open_store",
     "facequeue.store.connect",
     "facequeue.store.migration_files",
+    "facequeue.store.backend_migrations",
+    "facequeue.store.copy_db",
 }
 SQL = re.compile(r"\b(SELECT\s+.+\s+FROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.I)
 
@@ -63,12 +68,13 @@ def _members(cls: type) -> dict[str, object]:
     }
 
 
-def test_the_sqlite_backend_implements_the_whole_boundary():
+@pytest.mark.parametrize("backend", [SqliteStore, PgStore])
+def test_each_backend_implements_the_whole_boundary(backend):
     """Every method of the protocol exists on the backend, async where the protocol is, with
     the protocol's parameters (a backend may add optional ones)."""
     for name, spec in _members(Store).items():
-        impl = getattr(SqliteStore, name, None)
-        assert impl is not None, f"SqliteStore lacks {name}"
+        impl = getattr(backend, name, None)
+        assert impl is not None, f"{backend.__name__} lacks {name}"
         if isinstance(spec, property):
             assert isinstance(impl, property), name
             continue

@@ -80,7 +80,7 @@ def entrypoint() -> None:
 # Command modules register themselves on `main` when imported.
 import importlib  # noqa: E402
 
-for _module in ("queue", "faces", "names", "metadata", "gallery", "serve"):
+for _module in ("queue", "faces", "names", "metadata", "gallery", "serve", "database"):
     try:
         importlib.import_module(f"{__name__}.{_module}")
     except ModuleNotFoundError as exc:  # a concern not built yet

@@ -40,7 +40,7 @@ def recognize(app: App, image: str, top: int, as_json: bool) -> None:
     cfg = app.config
     if not Path(image).is_file():
         raise NotFoundError(f"no such file: {image}")
-    if not cfg.db_path.is_file():
+    if not cfg.database_url and not cfg.db_path.is_file():
         raise NotFoundError(f"no database at {cfg.db_path}: nothing has been promoted yet")
 
     async def load():

@@ -247,7 +247,7 @@ def migrate(app: App) -> None:
     for name in applied:
         click.echo(f"applied {name}")
     click.echo(
-        f"database {app.config.db_path} at version "
+        f"database {app.config.database_label} at version "
         f"{all_applied[-1][0] if all_applied else 0} ({len(applied)} applied now)"
     )
 

@@ -103,7 +103,7 @@ async def separate_namesakes(store: Store, plan: Plan) -> None:
 
 async def existing(cfg: Config, plan: Plan) -> AddResult:
     """Which of the plan's people are already queued (reads the database only if it exists)."""
-    if not cfg.db_path.exists():
+    if not cfg.database_url and not cfg.db_path.exists():
         return AddResult([], [])
     async with open_store(cfg) as store:
         await separate_namesakes(store, plan)

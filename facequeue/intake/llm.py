@@ -39,6 +39,7 @@ from facequeue.intake.names import (
 from facequeue.intake.sparql import OnRetry
 
 log = structlog.get_logger("facequeue.intake.llm")
+M = TypeVar("M", bound=BaseModel)
 # The openai package's HTTP client logs every request at INFO; ours says what matters.
 for _name in ("httpx", "httpx2"):
     logging.getLogger(_name).setLevel(logging.WARNING)

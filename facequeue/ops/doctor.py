@@ -94,10 +94,10 @@ def check_disk(cfg: Config) -> Check:
 
 
 async def check_database(cfg: Config) -> list[Check]:
-    from facequeue.store import connect, migration_files
+    from facequeue.store import backend_migrations, connect
 
-    db = cfg.db_path
-    if not db.exists():
+    db = cfg.database_label
+    if not cfg.database_url and not cfg.db_path.exists():
         return [
             Check(
                 "database",
@@ -110,14 +110,13 @@ async def check_database(cfg: Config) -> list[Check]:
     try:
         store = await connect(cfg, migrate=False)
     except FacequeueError as exc:
-        return [
-            Check(
-                "database",
-                "fail",
-                str(exc),
-                f"move {db} away (keep it for inspection) and restore a backup",
-            )
-        ]
+        fix = (
+            "check that the server is up and the URL, user and password "
+            "(FACEQUEUE_DATABASE_URL, PGPASSWORD or ~/.pgpass) are right"
+            if cfg.database_url
+            else f"move {db} away (keep it for inspection) and restore a backup"
+        )
+        return [Check("database", "fail", str(exc), fix)]
     checks = []
     try:
         problems = await store.integrity_problems()
@@ -135,7 +134,7 @@ async def check_database(cfg: Config) -> list[Check]:
                 applied = {v for v, _, _ in await store.applied_migrations()}
             except StoreError:
                 applied = set()
-            pending = [f"{v:04d}_{n}" for v, n, _ in migration_files() if v not in applied]
+            pending = [f"{v:04d}_{n}" for v, n, _ in backend_migrations(cfg) if v not in applied]
             if pending:
                 checks.append(
                     Check(
@@ -195,7 +194,7 @@ def check_weights(cfg: Config) -> Check:
         for table in (faces.MODEL_FILES.get(a.model, []), faces.DETECTOR_FILES.get(a.detector, []))
         for f, _ in table
     ]
-    linkable = bool(shipped) and all(
+    linkable = shipped is not None and all(
         (shipped / n).is_file() for n in names if not (faces.weights_dir(home) / n).is_file()
     )
     if linkable and not any("python package" in m for m in missing):

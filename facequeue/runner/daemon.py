@@ -13,13 +13,15 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from facequeue.config import Config
 from facequeue.errors import FacequeueError, LeaseLost, PermanentStageError
+from facequeue.files import owner_is_dead, owner_tag
 from facequeue.runner.pipeline import Pipeline, Resources, StageFn, Stages
 from facequeue.store import Person, Store, connect
 
@@ -55,6 +57,7 @@ class Daemon:
         self.tasks: dict[int, asyncio.Task] = {}
         self.only_ids = list(only_ids) if only_ids is not None else None
         self.processed = 0
+        self.claiming = False  # a claim is in flight: its person has no task yet
 
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self, once: bool = False) -> int:
@@ -66,14 +69,15 @@ class Daemon:
                 pass
         await self.store.register_daemon(self.owner, os.getpid(), socket.gethostname())
         reclaimed = await self.store.reclaim_expired()
-        _sweep_tmp(self.cfg.tmp_dir)
+        live = await self.store.live_daemons(3 * self.cfg.queue.lease_s)
+        _sweep_tmp(self.cfg.tmp_dir, {owner_tag(d.host, d.pid) for d in live})
         log.info(
             "daemon_started",
             owner=self.owner,
             once=once,
             reclaimed=len(reclaimed),
             people_in_flight=self.cfg.queue.people_in_flight,
-            db=str(self.cfg.db_path),
+            db=self.store.location,
         )
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         try:
@@ -103,8 +107,12 @@ class Daemon:
                 slots.release()
                 if once and not self.tasks and not await self._more_now():
                     break
-                # Sleep until the poll interval passes, a person finishes or we are stopped.
-                waiters = [self.stop.wait(), asyncio.sleep(self.cfg.queue.poll_s)]
+                # Sleep until work is announced (PostgreSQL NOTIFY) or the poll interval
+                # passes, a person finishes or we are stopped.
+                waiters: list[Coroutine[Any, Any, Any]] = [
+                    self.stop.wait(),
+                    self.store.wait_for_work(self.cfg.queue.poll_s),
+                ]
                 if self.tasks:
                     waiters.append(
                         asyncio.wait(list(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
@@ -129,6 +137,13 @@ class Daemon:
         return False
 
     async def _claim(self) -> Person | None:
+        self.claiming = True
+        try:
+            return await self._claim_one()
+        finally:
+            self.claiming = False
+
+    async def _claim_one(self) -> Person | None:
         if self.only_ids is None:
             return await self.store.claim(self.owner, self.cfg.queue.lease_s)
         while self.only_ids:
@@ -197,12 +212,22 @@ class Daemon:
                     if pid not in owned and not task.done():
                         log.warning("lease_lost", person_id=pid)
                         task.cancel()
+                await self._release_orphans(owned)
                 await self.store.beat_daemon(self.owner, len(self.tasks))
                 reclaimed = await self.store.reclaim_expired()
                 if reclaimed:
                     log.info("leases_reclaimed", people=[r.id for r in reclaimed])
             except Exception as exc:  # noqa: BLE001 - a busy database must not kill the daemon
                 log.warning("heartbeat_failed", error=str(exc))
+
+    async def _release_orphans(self, owned: set[int]) -> None:
+        """Leases we hold without working on them: a claim committed whose answer was lost
+        with the connection. Released, or they would be renewed forever."""
+        if self.claiming:
+            return
+        for pid in owned - set(self.tasks):
+            log.warning("orphan_lease_released", person_id=pid)
+            await self.store.release(pid, self.owner)
 
     async def _shutdown(self) -> None:
         if not self.tasks:
@@ -247,14 +272,16 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _sweep_tmp(tmp_dir: Path, older_than_s: float = 3600) -> None:
-    """Temp files of a killed process: unfinished by definition, never referenced."""
+def _sweep_tmp(tmp_dir: Path, live: set[str], older_than_s: float = 3600) -> None:
+    """Temp files of dead owners (killed here, or on a host with no live daemon): unfinished
+    by definition, never referenced. A live owner's temps on shared storage are kept."""
     if not tmp_dir.is_dir():
         return
     cutoff = time.time() - older_than_s
     for path in tmp_dir.iterdir():
         try:
-            if path.is_file() and path.stat().st_mtime < cutoff:
+            dead = owner_is_dead(path, live)
+            if path.is_file() and (dead or (dead is None and path.stat().st_mtime < cutoff)):
                 path.unlink()
         except OSError:
             pass

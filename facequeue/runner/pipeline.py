@@ -13,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -22,18 +22,36 @@ from facequeue.config import Config
 from facequeue.errors import PermanentStageError
 from facequeue.files import atomic_copy
 from facequeue.stages.originals import delete_originals
-from facequeue.store import Analyzed, Curated, Downloaded, Image, NewImage, Person, Store
+from facequeue.store import (
+    Analyzed,
+    Curated,
+    Downloaded,
+    Image,
+    ImageState,
+    NewImage,
+    Person,
+    PersonState,
+    Stage,
+    Store,
+)
 
-STAGES = ("search", "download", "analyze", "curate", "promote")
-StageResult = Optional[tuple[str, str | None]]
+STAGES = tuple(s.value for s in Stage if s is not Stage.DONE)  # in order
+StageResult = tuple[str, str | None] | None
 StageFn = Callable[[Person], Awaitable[StageResult]]
+
+if TYPE_CHECKING:  # imported on first use at run time (fast CLI start)
+    import aiohttp
+
+    from facequeue.stages.download import Downloader
+    from facequeue.stages.search import Provider
+    from facequeue.vision.analyze import AnalysisPool
 
 log = structlog.get_logger("facequeue.runner.pipeline")
 
 
 def next_stage(stage: str) -> str:
     i = STAGES.index(stage)
-    return STAGES[i + 1] if i + 1 < len(STAGES) else "done"
+    return STAGES[i + 1] if i + 1 < len(STAGES) else Stage.DONE
 
 
 class Pipeline:
@@ -46,7 +64,7 @@ class Pipeline:
     async def run_person(self, person: Person, owner: str) -> str:
         """Returns the state the person ends in."""
         stage = person.stage
-        while stage != "done":
+        while stage != Stage.DONE:
             fn = self.stages[stage]
             with structlog.contextvars.bound_contextvars(stage=stage):
                 log.info("stage_started")
@@ -60,9 +78,9 @@ class Pipeline:
                 log.info("person_finished", state=state, reason=reason)
                 return state
             stage = next_stage(stage)
-            if stage == "done":
-                await self.store.finish(person.id, owner, "promoted", None)
-                return "promoted"
+            if stage == Stage.DONE:
+                await self.store.finish(person.id, owner, PersonState.PROMOTED, None)
+                return PersonState.PROMOTED
             await self.store.advance_stage(person.id, owner, stage)
             person = replace(person, stage=stage)
         return person.state
@@ -73,13 +91,13 @@ class Resources:
     """The daemon's shared, lazily created clients: one HTTP session, one process pool."""
 
     cfg: Config
-    _session: object = None
-    _downloader: object = None
-    _provider: object = None
-    _pool: object = None
+    _session: aiohttp.ClientSession | None = None
+    _downloader: Downloader | None = None
+    _provider: Provider | None = None
+    _pool: AnalysisPool | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def downloader(self):
+    async def downloader(self) -> Downloader:
         from facequeue.stages import download
 
         async with self._lock:
@@ -88,16 +106,17 @@ class Resources:
                 self._downloader = download.Downloader(self.cfg, self._session)
             return self._downloader
 
-    async def provider(self):
+    async def provider(self) -> Provider:
         from facequeue.stages import search
 
         await self.downloader()
         async with self._lock:
             if self._provider is None:
+                assert self._session is not None  # made with the downloader
                 self._provider = search.make_provider(self.cfg, self._session)
             return self._provider
 
-    async def pool(self):
+    async def pool(self) -> AnalysisPool:
         from facequeue.vision import analyze
 
         async with self._lock:
@@ -179,7 +198,7 @@ class Stages:
     # -- download ------------------------------------------------------------------------
     async def download(self, person: Person) -> StageResult:
         downloader = await self.res.downloader()
-        pending = await self.store.images_of(person.id, "pending")
+        pending = await self.store.images_of(person.id, ImageState.PENDING)
         raw_dir = self.cfg.raw_dir
 
         async def one(img: Image) -> None:
@@ -188,6 +207,8 @@ class Stages:
             else:
                 outcome = await downloader.fetch(img.url, raw_dir)
             if outcome.ok:
+                # a successful outcome always has its file, digest and size
+                assert outcome.sha256 and outcome.path and outcome.size is not None
                 await self.store.mark_downloaded(
                     img.id,
                     Downloaded(
@@ -208,14 +229,16 @@ class Stages:
                     reason=outcome.reason,
                     detail=outcome.detail,
                 )
-                await self.store.reject_image(img.id, outcome.reason, outcome.detail)
+                await self.store.reject_image(
+                    img.id, outcome.reason or "download_failed", outcome.detail
+                )
 
         await asyncio.gather(*(one(img) for img in pending))
         return None
 
     # -- analyze -------------------------------------------------------------------------
     async def analyze(self, person: Person) -> StageResult:
-        todo = await self.store.images_of(person.id, "downloaded")
+        todo = await self.store.images_of(person.id, ImageState.DOWNLOADED)
         if not todo:
             return None
         pool = await self.res.pool()

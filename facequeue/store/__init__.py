@@ -1,4 +1,5 @@
-"""The database: the only code that talks to it (SQLite today; the seam for other backends).
+"""The database: the only code that talks to it. SQLite by default, PostgreSQL when
+`database_url` is set (many daemons on many machines); both implement the same boundary.
 
 Callers use `open_store(cfg)`, the `Store` protocol (base.py) and the records (records.py).
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facequeue.config import Config
 from facequeue.store.base import Store
@@ -42,11 +45,43 @@ from facequeue.store.records import (
     SelfTest,
 )
 from facequeue.store.sqlite import SqliteStore
+from facequeue.store.states import AT_REST, CurationReason, ImageState, PersonState, Stage
+
+if TYPE_CHECKING:  # copy.py loads psycopg: only imported when copy-db runs
+    from facequeue.store.copy import CopyResult
 
 
 async def connect(cfg: Config, migrate: bool = True) -> Store:
     """Open the configured database (the caller closes it); migrate unless told not to."""
+    if cfg.database_url:
+        from facequeue.store.postgres import PgStore  # psycopg only loaded when used
+
+        return await PgStore.open(cfg.database_url, migrate=migrate)
     return await SqliteStore.open(cfg.db_path, migrate=migrate)
+
+
+async def copy_db(cfg: Config, target_url: str) -> CopyResult:
+    """Copy the configured database into the empty database at `target_url` (copy.py)."""
+    from facequeue.store.copy import copy_database, open_source, open_target
+
+    source = await open_source(cfg)
+    try:
+        target = await open_target(target_url)
+        try:
+            return await copy_database(source, target)
+        finally:
+            await target.close()
+    finally:
+        await source.close()
+
+
+def backend_migrations(cfg: Config) -> list[tuple[int, str, Path]]:
+    """The migration files of the configured backend."""
+    if cfg.database_url:
+        from facequeue.store.postgres import PG_MIGRATIONS_DIR
+
+        return migration_files(PG_MIGRATIONS_DIR)
+    return migration_files()
 
 
 @asynccontextmanager
@@ -59,11 +94,13 @@ async def open_store(cfg: Config, migrate: bool = True) -> AsyncIterator[Store]:
 
 
 __all__ = [
+    "AT_REST",
     "MIGRATIONS_DIR",
     "AcceptedCrop",
     "AddResult",
     "Analyzed",
     "Curated",
+    "CurationReason",
     "DaemonInfo",
     "Downloaded",
     "Failure",
@@ -76,10 +113,12 @@ __all__ = [
     "GalleryRow",
     "GallerySummary",
     "Image",
+    "ImageState",
     "ImageTotals",
     "NewImage",
     "NewPerson",
     "Person",
+    "PersonState",
     "Progress",
     "ReasonCount",
     "RejectReason",
@@ -89,8 +128,11 @@ __all__ = [
     "ReviewTarget",
     "SelfTest",
     "SqliteStore",
+    "Stage",
     "Store",
+    "backend_migrations",
     "connect",
+    "copy_db",
     "migration_files",
     "open_store",
 ]

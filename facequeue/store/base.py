@@ -67,6 +67,11 @@ class Store(Protocol):
         """What the database's own integrity check reports (empty: sound)."""
         ...
 
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Sleep until a person may have become claimable (True: notified, PostgreSQL's
+        LISTEN/NOTIFY) or `timeout` seconds pass (False: the poll of backends without it)."""
+        ...
+
     # -- people: the queue ---------------------------------------------------------------
     async def add_people(self, people: Iterable[NewPerson]) -> AddResult:
         """Insert the new ones in one transaction; same slug+country or Wikidata id: skip."""
