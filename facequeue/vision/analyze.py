@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from facequeue.config import Config
+from facequeue.config import AnalysisConfig, Config
 from facequeue.errors import ModelWeightsMissing
 from facequeue.files import atomic_write_bytes
 from facequeue.vision import engine
@@ -31,14 +31,19 @@ CHIP_SIZE = 150  # dlib's aligned chip; also the normalised size for blur / hash
 CHIP_PADDING = 0.25  # dlib.get_face_chip default
 
 
+_DEFAULTS = AnalysisConfig()  # defaults live in the config model only
+
+
 @dataclass(frozen=True)
 class AnalysisSettings:
-    detector: str = "dlib"
-    model: str = "Dlib"
-    max_side: int = 1024
-    align: bool = True
-    deepface_home: str = ""
-    allow_weight_download: bool = False
+    """What a worker process needs of the config (small and picklable)."""
+
+    detector: str = _DEFAULTS.detector
+    model: str = _DEFAULTS.model
+    max_side: int = _DEFAULTS.max_side
+    align: bool = _DEFAULTS.align
+    deepface_home: str = _DEFAULTS.deepface_home
+    allow_weight_download: bool = _DEFAULTS.allow_weight_download
     chip_size: int = CHIP_SIZE
 
     @classmethod
