@@ -340,6 +340,32 @@ def analyze_bgr(img: np.ndarray, settings: AnalysisSettings) -> FaceAnalysis:
     )
 
 
+def embed_every_face(
+    img: np.ndarray, settings: AnalysisSettings, min_side: int
+) -> tuple[list[tuple[Face, bytes | None]], dict[str, float]]:
+    """Every detected face (largest first) with its embedding, aligned exactly as analysis
+    aligns the main face; a face narrower than `min_side` px gets None. (Recognition's
+    entry point: one detection, one embedding per face.)"""
+    _ensure(settings)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    detected, _ = _detect(img, settings)
+    timings["detect"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out: list[tuple[Face, bytes | None]] = []
+    for face, eyes in detected:
+        if min(face.w, face.h) < min_side:
+            out.append((face, None))
+            continue
+        if _STATE.get("sp") is not None:
+            chip = _dlib_chip(img, face, settings.chip_size)
+        else:
+            chip = _eye_chip(img, face, eyes, settings.chip_size, settings.align)
+        out.append((face, _embed(chip)))
+    timings["embed"] = time.perf_counter() - t
+    return out, timings
+
+
 def _embed(chip_bgr: np.ndarray) -> bytes:
     """One embedding of an already cropped/aligned face through DeepFace (detector 'skip')."""
     from deepface import DeepFace
@@ -467,6 +493,7 @@ __all__ = [
     "init_worker",
     "analyze_image",
     "analyze_bgr",
+    "embed_every_face",
     "decode_image",
     "write_crop",
     "crop_box",
