@@ -11,7 +11,6 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
 
 import click
 from rich.console import Console

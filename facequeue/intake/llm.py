@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import unicodedata
 from dataclasses import replace
 from typing import TypeVar
@@ -37,6 +36,7 @@ from facequeue.intake.names import (
     gather_all,
 )
 from facequeue.intake.sparql import OnRetry
+from facequeue.retry import next_delay, retry_after_seconds
 
 log = structlog.get_logger("facequeue.intake.llm")
 M = TypeVar("M", bound=BaseModel)
@@ -126,7 +126,6 @@ class Validation(BaseModel):
     verdicts: list[Verdict]
 
 
-M = TypeVar("M", bound=BaseModel)
 
 
 class _BadAnswer(Exception):
@@ -179,11 +178,8 @@ def _parse(resp: object, model_cls: type[M]) -> M:
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
-    try:
-        value = exc.response.headers.get("retry-after")
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value else None
-    except (ValueError, AttributeError):
-        return None
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    return retry_after_seconds(headers.get("retry-after"), MAX_RETRY_AFTER_S)
 
 
 class Llm:
@@ -261,11 +257,7 @@ class Llm:
 
     async def _pause(self, what: str, attempt: int, last: str, retry_after: float | None) -> None:
         """Wait before the next attempt (Retry-After, else backoff with jitter); say why."""
-        delay = (
-            retry_after
-            if retry_after is not None
-            else self.cfg.llm.retry_backoff_s * (2**attempt) * random.uniform(0.75, 1.25)
-        )
+        delay = next_delay(self.cfg.llm.retry_backoff_s, attempt, retry_after)
         log.warning(
             "llm_retry", what=what, attempt=attempt + 1, error=last, delay_s=round(delay, 3)
         )

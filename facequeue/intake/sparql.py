@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 from collections.abc import Callable
 
@@ -21,6 +20,7 @@ import structlog
 
 from facequeue.config import Config
 from facequeue.errors import WikidataError, WikidataTimeout
+from facequeue.retry import next_delay, retry_after_seconds
 
 log = structlog.get_logger("facequeue.intake.sparql")
 
@@ -120,7 +120,9 @@ class Sparql:
             if is_timeout(resp.status, body):
                 raise _TimedOut(f"HTTP {resp.status}")
             if resp.status in RETRY_STATUS:
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(
+                    resp.headers.get("Retry-After"), MAX_RETRY_AFTER_S
+                )
                 raise _Retry(f"HTTP {resp.status}: {error_reason(body, 120)}", retry_after)
             if resp.status >= 400:
                 raise WikidataError(
@@ -154,7 +156,7 @@ class Sparql:
             except _BadAnswer as exc:
                 last = str(exc)
             if attempt + 1 < attempts:
-                delay = _backoff(self.cfg.wikidata.retry_backoff_s, attempt, retry_after)
+                delay = next_delay(self.cfg.wikidata.retry_backoff_s, attempt, retry_after)
                 log.warning("wikidata_retry", query=kind, attempt=attempt + 1, error=last)
                 if self.on_retry is not None:
                     self.on_retry(kind, attempt + 1, last)
@@ -196,16 +198,3 @@ def _bindings(body: bytes) -> list[dict[str, str]]:
             f"not a SPARQL JSON result ({type(exc).__name__}: "
             f"{body[:80].decode('utf-8', 'replace')!r})"
         ) from None
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value else None
-    except ValueError:
-        return None
-
-
-def _backoff(base: float, attempt: int, retry_after: float | None) -> float:
-    if retry_after is not None:
-        return retry_after
-    return base * (2**attempt) * random.uniform(0.75, 1.25)
