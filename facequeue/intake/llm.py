@@ -126,8 +126,6 @@ class Validation(BaseModel):
     verdicts: list[Verdict]
 
 
-
-
 class _BadAnswer(Exception):
     """An answer that is not usable (retried)."""
 
