@@ -1,4 +1,6 @@
-"""Polite concurrent image downloader: limits, retries, SSRF guard, robots, content checks.
+"""Polite concurrent image downloader: limits, retries, content checks.
+
+The address guard (SSRF) lives in `stages/addresses.py`, robots rules in `stages/robots.py`.
 
 One aiohttp session per daemon (`make_session`). `Downloader.fetch` streams a URL to a temp
 file under `cfg.tmp_dir` (size capped while streaming), checks the bytes are a real image,
@@ -8,43 +10,39 @@ Every expected failure is a `DownloadOutcome` with a snake_case `reason`, never 
 
 from __future__ import annotations
 
-import asyncio  # noqa: E401
+import asyncio
 import contextlib
-import contextvars
 import errno
 import hashlib
-import ipaddress
 import os
-import random  # noqa: E401
-import re
+import random
 import shutil
-import socket
 import time
 import uuid
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
-from urllib.robotparser import RobotFileParser
 
 import aiofiles
 import aiohttp
 import structlog
-from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import DefaultResolver
 from PIL import Image, UnidentifiedImageError
 
 from facequeue.config import Config
+from facequeue.stages.addresses import (
+    AddressPolicy,
+    BlockedAddress,
+    GuardedResolver,
+    check_url,
+    guard,
+)
+from facequeue.stages.robots import REDIRECT_STATUSES, RobotsCache, x_robots_blocked
 
 log = structlog.get_logger()
 
 CHUNK = 64 * 1024
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-ROBOTS_TTL_S = 24 * 3600.0
-ROBOTS_MAX_BYTES = 512 * 1024
-ROBOTS_CACHE_SIZE = 4096
 TMP_PREFIX = "dl-"
 # Formats accepted (detected from content by Pillow) -> file extension. Never EPS & co.
 FORMATS = {
@@ -58,7 +56,6 @@ FORMATS = {
     "AVIF": "avif",
 }
 ACCEPT = "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8"
-_XR_VALUED = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
 
 
 @dataclass(frozen=True)
@@ -88,71 +85,6 @@ def _fail(
     return DownloadOutcome(
         url, False, reason, detail, None, None, final_url, content_type, size, None, None, None
     )
-
-
-# ---------------------------------------------------------------- address guard (SSRF)
-
-
-class BlockedAddress(OSError):
-    """A host resolved to an address the download policy refuses."""
-
-
-class AddressPolicy:
-    def __init__(self, allow_private: bool, allowed_networks: list[str] | tuple[str, ...] = ()):
-        self.allow_private = allow_private
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
-
-    def refuses(self, ip: str) -> str | None:
-        """Why this address is refused ("loopback", "private"...), or None if allowed."""
-        try:
-            addr = ipaddress.ip_address(ip.split("%", 1)[0])
-        except ValueError:
-            return "unparsable"
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        if any(addr in net for net in self.networks):
-            return None
-        if addr.is_multicast:
-            return "multicast"
-        if self.allow_private or addr.is_global:
-            return None
-        return next(
-            (
-                label.replace("_", "-")
-                for label in ("loopback", "link_local", "private", "unspecified", "reserved")
-                if getattr(addr, f"is_{label}")
-            ),
-            "non-global",
-        )
-
-
-# Set by Downloader.fetch for the duration of a download: the resolver checks addresses only
-# then, so API calls to configured endpoints through the same session are not affected.
-_guard: contextvars.ContextVar[AddressPolicy | None] = contextvars.ContextVar(
-    "facequeue_download_guard", default=None
-)
-
-
-class GuardedResolver(AbstractResolver):
-    """Wraps aiohttp's resolver; refuses a host if any of its addresses is refused."""
-
-    def __init__(self, inner: AbstractResolver | None = None) -> None:
-        self._inner = inner or DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ):
-        infos = await self._inner.resolve(host, port, family)
-        policy = _guard.get()
-        if policy is not None:
-            for info in infos:
-                why = policy.refuses(info["host"])
-                if why:
-                    raise BlockedAddress(f"{host} resolves to {why} address {info['host']}")
-        return infos
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 def make_session(cfg: Config) -> aiohttp.ClientSession:
@@ -326,8 +258,7 @@ class Downloader:
         self._headers = {"User-Agent": cfg.user_agent, "Accept": ACCEPT}
         self._global = asyncio.Semaphore(d.concurrency)
         self._hosts: dict[str, list] = {}  # netloc -> [Semaphore, users]; dropped when unused
-        self._robots: OrderedDict[str, tuple[float, RobotFileParser | None]] = OrderedDict()
-        self._robots_locks: dict[str, asyncio.Lock] = {}
+        self._robots = RobotsCache(cfg, lambda: self.session, self._slot, self._check_url)
         self._ua_token = (cfg.user_agent.split("/")[0].split() or ["*"])[0].lower()
         self._block = {v.strip().lower() for v in d.x_robots_block}
         self._swept = False
@@ -352,14 +283,14 @@ class Downloader:
     # -- public
 
     async def fetch(self, url: str, dest_dir: Path) -> DownloadOutcome:
-        token = _guard.set(self._policy)
+        token = guard.set(self._policy)
         try:
             out = await self._fetch(url, Path(dest_dir))
         except Exception as exc:  # noqa: BLE001 - a bug must not take the batch down
             log.error("download_internal_error", url=url, error=f"{type(exc).__name__}: {exc}")
             return _fail(url, "internal_error", f"{type(exc).__name__}: {exc}")
         finally:
-            _guard.reset(token)
+            guard.reset(token)
         if not out.ok:
             log.info("download_rejected", url=url, reason=out.reason, detail=out.detail)
         return out
@@ -405,7 +336,7 @@ class Downloader:
             bad = self._check_url(current)
             if bad:
                 return _fail(url, *bad, final_url=current)
-            if d.honor_robots_txt and not await self._robots_allow(current):
+            if d.honor_robots_txt and not await self._robots.allows(current):
                 return _fail(
                     url,
                     "robots_txt",
@@ -469,22 +400,7 @@ class Downloader:
                 step.tmp.unlink(missing_ok=True)
 
     def _check_url(self, url: str) -> tuple[str, str] | None:
-        try:
-            parts = urlsplit(url)
-            host = parts.hostname
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            return "bad_url", f"invalid URL: {exc}"
-        if parts.scheme.lower() not in ("http", "https"):
-            return "bad_scheme", f"scheme {parts.scheme or '(none)'!r} is not http(s)"
-        if not host:
-            return "bad_url", "URL has no host"
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            return None  # a name: checked by the resolver once resolved
-        why = self._policy.refuses(host)
-        return ("private_address", f"{host} is a {why} address") if why else None
+        return check_url(self._policy, url)
 
     @contextlib.asynccontextmanager
     async def _slot(self, key: str):
@@ -634,72 +550,4 @@ class Downloader:
         )
 
     def _x_robots_blocked(self, values: list[str]) -> str | None:
-        for value in values:
-            rest = value
-            m = re.match(r"\s*([A-Za-z0-9_.*-]+)\s*:\s*(.*)$", value)
-            if m and m.group(1).lower() not in _XR_VALUED:  # "<bot>: directives"
-                if m.group(1).lower() not in ("*", self._ua_token):
-                    continue
-                rest = m.group(2)
-            for token in rest.split(","):
-                if token.strip().lower() in self._block:
-                    return value.strip()
-        return None
-
-    async def _robots_allow(self, url: str) -> bool:
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}".lower()
-        entry = self._robots.get(origin)
-        if entry is None or entry[0] < time.monotonic():
-            lock = self._robots_locks.setdefault(origin, asyncio.Lock())
-            async with lock:
-                entry = self._robots.get(origin)
-                if entry is None or entry[0] < time.monotonic():
-                    entry = (time.monotonic() + ROBOTS_TTL_S, await self._fetch_robots(origin))
-                    self._robots[origin] = entry
-                    while len(self._robots) > ROBOTS_CACHE_SIZE:
-                        self._robots.popitem(last=False)
-            if not lock.locked():
-                self._robots_locks.pop(origin, None)
-        else:
-            self._robots.move_to_end(origin)
-        parser = entry[1]
-        return parser is None or parser.can_fetch(self.cfg.user_agent, url)
-
-    async def _fetch_robots(self, origin: str) -> RobotFileParser | None:
-        """Parsed robots.txt, or None (= everything allowed) when it is missing or unreachable."""
-        url = f"{origin}/robots.txt"
-        timeout = aiohttp.ClientTimeout(
-            total=min(self.cfg.download.total_timeout_s, 30.0),
-            sock_connect=self.cfg.download.connect_timeout_s,
-            sock_read=self.cfg.download.read_timeout_s,
-        )
-        try:
-            for _ in range(6):
-                if self._check_url(url):
-                    return None
-                async with self._slot(urlsplit(url).netloc.lower()):
-                    async with self.session.get(
-                        url,
-                        allow_redirects=False,
-                        timeout=timeout,
-                        headers={"User-Agent": self.cfg.user_agent},
-                    ) as resp:
-                        if resp.status in REDIRECT_STATUSES and resp.headers.get("Location"):
-                            url = urljoin(url, resp.headers["Location"])
-                            continue
-                        if resp.status != 200:
-                            return None
-                        body = b""
-                        while len(body) < ROBOTS_MAX_BYTES:
-                            chunk = await resp.content.read(ROBOTS_MAX_BYTES - len(body))
-                            if not chunk:
-                                break
-                            body += chunk
-                parser = RobotFileParser(url)
-                parser.parse(body.decode("utf-8", errors="replace").splitlines())
-                parser.modified()
-                return parser
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-            log.debug("robots_txt_unavailable", origin=origin, error=f"{type(exc).__name__}: {exc}")
-        return None
+        return x_robots_blocked(values, self._ua_token, self._block)
