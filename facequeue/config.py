@@ -73,6 +73,7 @@ class DownloadConfig(Section):
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(20.0, gt=0)
     total_timeout_s: float = Field(60.0, gt=0)
+    deadline_s: float = Field(180.0, gt=0)  # one whole fetch: retries, redirects, robots.txt
     retries: int = Field(3, ge=0, le=20)
     retry_backoff_s: float = Field(0.5, ge=0)
     retry_after_max_s: float = Field(60.0, ge=0)

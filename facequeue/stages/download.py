@@ -1,11 +1,14 @@
-"""Polite concurrent image downloader: limits, retries, content checks.
+"""Polite concurrent image downloader: limits, retries, deadline, content checks, storage.
 
-The address guard (SSRF) lives in `stages/addresses.py`, robots rules in `stages/robots.py`.
-
-One aiohttp session per daemon (`make_session`). `Downloader.fetch` streams a URL to a temp
-file under `cfg.tmp_dir` (size capped while streaming), checks the bytes are a real image,
-then renames it atomically to content-addressed storage `dest_dir/<sha[:2]>/<sha>.<ext>`.
-Every expected failure is a `DownloadOutcome` with a snake_case `reason`, never an exception.
+One aiohttp session per daemon (`make_session`). `Downloader.fetch` reads a URL's body into
+memory (size capped while reading), checks the bytes cheaply on the event loop
+(`stages/imagecheck.py`: magic, header, dimensions, EXIF; the analysis worker does the full
+decode), writes the body with one thread hop into content-addressed storage
+`dest_dir/<sha[:2]>/<sha>.<ext>` (temp file + rename) and returns once the file is durable
+(batched syncs, `stages/durable.py`). The whole fetch, retries and redirects included, has a
+deadline (`download.deadline_s`). The address guard lives in `stages/addresses.py`, robots
+rules in `stages/robots.py`. Every expected failure is a `DownloadOutcome` with a snake_case
+`reason`, never an exception.
 """
 
 from __future__ import annotations
@@ -16,45 +19,35 @@ import errno
 import hashlib
 import os
 import random
-import shutil
 import time
 import uuid
-import warnings
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
-import aiofiles
 import aiohttp
 import structlog
-from PIL import Image, UnidentifiedImageError
 
 from facequeue.config import Config
 from facequeue.stages.addresses import (
     AddressPolicy,
     BlockedAddress,
-    GuardedResolver,
+    GuardedConnector,
     check_url,
+    connect_host,
     guard,
 )
+from facequeue.stages.durable import SyncBatcher
+from facequeue.stages.imagecheck import FORMATS, check_image, inspect_image
 from facequeue.stages.robots import REDIRECT_STATUSES, RobotsCache, x_robots_blocked
+
+__all__ = ["FORMATS", "DownloadOutcome", "Downloader", "check_image", "make_session"]
 
 log = structlog.get_logger()
 
-CHUNK = 64 * 1024
 TMP_PREFIX = "dl-"
-# Formats accepted (detected from content by Pillow) -> file extension. Never EPS & co.
-FORMATS = {
-    "JPEG": "jpg",
-    "MPO": "jpg",
-    "PNG": "png",
-    "WEBP": "webp",
-    "GIF": "gif",
-    "BMP": "bmp",
-    "TIFF": "tif",
-    "AVIF": "avif",
-}
 ACCEPT = "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8"
 
 
@@ -88,15 +81,9 @@ def _fail(
 
 
 def make_session(cfg: Config) -> aiohttp.ClientSession:
-    """The daemon's single HTTP session: connector limits, guarded resolver, User-Agent."""
+    """The daemon's single HTTP session: connector limits, address guard, User-Agent."""
     d = cfg.download
-    # No DNS cache: every new connection is resolved, and so checked, in its own context.
-    connector = aiohttp.TCPConnector(
-        limit=d.concurrency,
-        limit_per_host=d.per_host,
-        resolver=GuardedResolver(),
-        use_dns_cache=False,
-    )
+    connector = GuardedConnector(limit=d.concurrency, limit_per_host=d.per_host)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=_timeout(cfg),
@@ -127,111 +114,24 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-# ---------------------------------------------------------------- content checks (thread side)
-
-
-def _sniff(path: Path) -> str:
-    with open(path, "rb") as f:
-        head = f.read(512)
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if not head:
-        return "empty body"
-    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
-        return "HTML page, not an image"
-    return (
-        "markup (HTML/XML/SVG), not a raster image"
-        if text.startswith(b"<")
-        else f"unrecognised data starting {head[:8].hex()}"
-    )
-
-
-def check_image(
-    path: Path, max_pixels: int, min_side: int
-) -> tuple[str | None, str, str | None, int | None, int | None]:
-    """(reason or None, detail, format, width, height) for the file, by content only.
-
-    Size comes from the header and is checked before anything is decoded; then the whole
-    image is decoded (a truncated file fails here). Width/height are after EXIF orientation.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(path, formats=_open_formats())
-        except Image.DecompressionBombError as exc:
-            return "too_many_pixels", f"decompression bomb: {exc}", None, None, None
-        except UnidentifiedImageError:
-            return "not_an_image", _sniff(path), None, None, None
-        except Exception as exc:  # noqa: BLE001 - any parser failure is "unreadable"
-            return "unreadable", f"header does not parse: {exc}", None, None, None
-        with im:
-            fmt = im.format or "?"
-            w, h = im.size
-            if w * h > max_pixels:
-                return (
-                    "too_many_pixels",
-                    f"{w}x{h} = {w * h} pixels > {max_pixels}",
-                    fmt.lower(),
-                    w,
-                    h,
-                )
-            try:
-                orientation = im.getexif().get(0x0112, 1)
-            except Exception:  # noqa: BLE001 - a broken EXIF block is not fatal
-                orientation = 1
-            if orientation in (5, 6, 7, 8):
-                w, h = h, w
-            if min(w, h) < min_side:
-                return "too_small", f"{w}x{h} is below {min_side} px", fmt.lower(), w, h
-            try:
-                im.load()
-            except Exception as exc:  # noqa: BLE001
-                return "unreadable", f"{fmt} does not decode: {exc}", fmt.lower(), w, h
-    return None, f"{fmt} {w}x{h}", fmt.lower(), w, h
-
-
-def _open_formats() -> list[str]:
-    Image.init()
-    return [f for f in FORMATS if f in Image.OPEN]  # MPO comes out of the JPEG opener
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _finish(tmp: Path, sha: str, dest_dir: Path, max_pixels: int, min_side: int):
-    """Thread side: check the temp file, then move it into content-addressed storage."""
-    reason, detail, fmt, w, h = check_image(tmp, max_pixels, min_side)
-    if reason:
-        return reason, detail, fmt, w, h, None
-    dest = dest_dir / sha[:2] / f"{sha}.{FORMATS[fmt.upper()]}"
+def _write(body: bytes, dest: Path, tmp: Path) -> None:
+    """Thread side, once per file: temp file, then rename into place (no fsync here)."""
     if dest.exists():
-        return None, f"{detail}, already stored", fmt, w, h, dest
+        return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _fsync(tmp)
     try:
-        os.replace(tmp, dest)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        part = (
-            dest.parent / f".{sha}.{uuid.uuid4().hex}.part"
-        )  # other filesystem: copy, then rename
+        tmp.write_bytes(body)
         try:
-            shutil.copyfile(tmp, part)
-            _fsync(part)
-            os.replace(part, dest)
-        finally:
-            part.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        _fsync(dest.parent)
-    return None, detail, fmt, w, h, dest
-
-
-# ---------------------------------------------------------------- downloader
+            os.replace(tmp, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            tmp.unlink(missing_ok=True)  # tmp_dir on another file system: write beside dest
+            tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.part"
+            tmp.write_bytes(body)
+            os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -241,8 +141,7 @@ class _Step:
     detail: str | None = None
     delay: float | None = None
     location: str | None = None
-    tmp: Path | None = None
-    sha: str | None = None
+    body: bytes | None = None
     size: int | None = None
     content_type: str | None = None
 
@@ -257,10 +156,11 @@ class Downloader:
         self._timeout = _timeout(cfg)
         self._headers = {"User-Agent": cfg.user_agent, "Accept": ACCEPT}
         self._global = asyncio.Semaphore(d.concurrency)
-        self._hosts: dict[str, list] = {}  # netloc -> [Semaphore, users]; dropped when unused
+        self._hosts: dict[str, list] = {}  # host:port -> [Semaphore, users]; dropped when unused
         self._robots = RobotsCache(cfg, lambda: self.session, self._slot, self._check_url)
         self._ua_token = (cfg.user_agent.split("/")[0].split() or ["*"])[0].lower()
         self._block = {v.strip().lower() for v in d.x_robots_block}
+        self._sync = SyncBatcher()
         self._swept = False
 
     @property
@@ -284,8 +184,12 @@ class Downloader:
 
     async def fetch(self, url: str, dest_dir: Path) -> DownloadOutcome:
         token = guard.set(self._policy)
+        deadline = self.cfg.download.deadline_s
         try:
-            out = await self._fetch(url, Path(dest_dir))
+            async with asyncio.timeout(deadline):
+                out = await self._fetch(url, Path(dest_dir))
+        except TimeoutError:
+            out = _fail(url, "deadline", f"not done within download.deadline_s = {deadline:g} s")
         except Exception as exc:  # noqa: BLE001 - a bug must not take the batch down
             log.error("download_internal_error", url=url, error=f"{type(exc).__name__}: {exc}")
             return _fail(url, "internal_error", f"{type(exc).__name__}: {exc}")
@@ -311,21 +215,11 @@ class Downloader:
                 f"{st.st_size} bytes > {self.cfg.download.max_bytes}",
                 size=st.st_size,
             )
-        tmp = self._tmp_path()
         try:
-            digest = hashlib.sha256()
-            size = 0
-            async with aiofiles.open(src, "rb") as fin, aiofiles.open(tmp, "wb") as fout:
-                while chunk := await fin.read(CHUNK):
-                    size += len(chunk)
-                    digest.update(chunk)
-                    await fout.write(chunk)
-            step = _Step("ok", tmp=tmp, sha=digest.hexdigest(), size=size)
-            return await self._store(url, url, step, Path(dest_dir))
+            body = await asyncio.to_thread(src.read_bytes)
         except OSError as exc:
-            return _fail(url, "unreadable", f"cannot copy {src}: {exc.strerror or exc}")
-        finally:
-            tmp.unlink(missing_ok=True)
+            return _fail(url, "unreadable", f"cannot read {src}: {exc.strerror or exc}")
+        return await self._store(url, url, _Step("ok", body=body, size=len(body)), Path(dest_dir))
 
     # -- internals
 
@@ -340,50 +234,27 @@ class Downloader:
                 return _fail(
                     url,
                     "robots_txt",
-                    f"robots.txt of {urlsplit(current).netloc} disallows this URL",
+                    f"robots.txt of {connect_host(current)[1]} disallows this URL",
                     final_url=current,
                 )
             step = await self._attempt(current)
             if step.kind == "redirect":
                 hops += 1
                 if step.location in seen:
-                    return _fail(
-                        url,
-                        "too_many_redirects",
-                        f"redirect loop at {step.location}",
-                        final_url=current,
-                    )
+                    why = f"redirect loop at {step.location}"
+                    return _fail(url, "too_many_redirects", why, final_url=current)
                 if hops > d.max_redirects:
-                    return _fail(
-                        url,
-                        "too_many_redirects",
-                        f"more than {d.max_redirects} redirects",
-                        final_url=current,
-                    )
+                    why = f"more than {d.max_redirects} redirects"
+                    return _fail(url, "too_many_redirects", why, final_url=current)
                 seen.add(step.location)
                 current = step.location
                 continue
             if step.kind == "retry":
                 attempt += 1
                 if attempt > d.retries:
-                    return _fail(
-                        url,
-                        step.reason,
-                        f"{step.detail} (gave up after {attempt} attempts)",
-                        final_url=current,
-                    )
-                if step.delay is not None:
-                    delay = min(step.delay, d.retry_after_max_s)
-                else:
-                    delay = d.retry_backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-                log.info(
-                    "download_retry",
-                    url=current,
-                    reason=step.reason,
-                    attempt=attempt,
-                    delay_s=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
+                    why = f"{step.detail} (gave up after {attempt} attempts)"
+                    return _fail(url, step.reason, why, final_url=current)
+                await self._back_off(current, step, attempt)
                 continue
             if step.kind == "fail":
                 return _fail(
@@ -394,16 +265,24 @@ class Downloader:
                     content_type=step.content_type,
                     size=step.size,
                 )
-            try:
-                return await self._store(url, current, step, dest_dir)
-            finally:
-                step.tmp.unlink(missing_ok=True)
+            return await self._store(url, current, step, dest_dir)
+
+    async def _back_off(self, url: str, step: _Step, attempt: int) -> None:
+        d = self.cfg.download
+        if step.delay is not None:
+            delay = min(step.delay, d.retry_after_max_s)
+        else:
+            delay = d.retry_backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+        log.info(
+            "download_retry", url=url, reason=step.reason, attempt=attempt, delay_s=round(delay, 3)
+        )
+        await asyncio.sleep(delay)
 
     def _check_url(self, url: str) -> tuple[str, str] | None:
         return check_url(self._policy, url)
 
     @contextlib.asynccontextmanager
-    async def _slot(self, key: str):
+    async def _slot(self, key: str) -> AsyncIterator[None]:
         """Per-host slot first, then a global one: waiting for a busy host holds no global slot."""
         entry = self._hosts.get(key)
         if entry is None:
@@ -431,66 +310,13 @@ class Downloader:
 
     async def _attempt(self, url: str) -> _Step:
         d = self.cfg.download
-        tmp: Path | None = None
+        _, host, port = connect_host(url)
         try:
-            async with self._slot(urlsplit(url).netloc.lower()):
+            async with self._slot(f"{host}:{port}"):
                 async with self.session.get(
                     url, allow_redirects=False, timeout=self._timeout, headers=self._headers
                 ) as resp:
-                    st, ctype = resp.status, resp.headers.get("Content-Type")
-                    if st in REDIRECT_STATUSES:
-                        loc = resp.headers.get("Location")
-                        if not loc:
-                            return _Step("fail", "http_error", f"HTTP {st} without Location")
-                        return _Step("redirect", location=urljoin(url, loc))
-                    if st == 429 or st >= 500:
-                        return _Step(
-                            "retry",
-                            f"http_{st}",
-                            f"HTTP {st} {resp.reason or ''}".strip(),
-                            delay=retry_after_seconds(resp.headers.get("Retry-After")),
-                        )
-                    if st >= 400:
-                        return _Step("fail", f"http_{st}", f"HTTP {st} {resp.reason or ''}".strip())
-                    if st not in (200, 203):
-                        return _Step("fail", "http_error", f"unexpected HTTP {st}")
-                    if d.honor_x_robots_tag:
-                        blocked = self._x_robots_blocked(resp.headers.getall("X-Robots-Tag", []))
-                        if blocked:
-                            return _Step(
-                                "fail",
-                                "x_robots_tag",
-                                f"X-Robots-Tag: {blocked}",
-                                content_type=ctype,
-                            )
-                    length = resp.content_length
-                    if length is not None and length > d.max_bytes:
-                        return _Step(
-                            "fail",
-                            "too_large",
-                            f"Content-Length {length} > {d.max_bytes}",
-                            content_type=ctype,
-                            size=length,
-                        )
-                    tmp = self._tmp_path()
-                    digest, size = hashlib.sha256(), 0
-                    async with aiofiles.open(tmp, "wb") as f:
-                        async for chunk in resp.content.iter_chunked(CHUNK):
-                            size += len(chunk)
-                            if size > d.max_bytes:
-                                return _Step(
-                                    "fail",
-                                    "too_large",
-                                    f"body over {d.max_bytes} bytes",
-                                    content_type=ctype,
-                                )
-                            digest.update(chunk)
-                            await f.write(chunk)
-                    step = _Step(
-                        "ok", tmp=tmp, sha=digest.hexdigest(), size=size, content_type=ctype
-                    )
-                    tmp = None  # handed over to the caller
-                    return step
+                    return await self._answer(url, resp)
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedAddress):
                 return _Step("fail", "private_address", str(exc.os_error))
@@ -508,45 +334,70 @@ class Downloader:
             return _Step("fail", "bad_url", f"invalid URL: {exc}")
         except (aiohttp.ClientError, OSError) as exc:
             return _Step("retry", "connection_error", f"{type(exc).__name__}: {exc}")
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+
+    async def _answer(self, url: str, resp: aiohttp.ClientResponse) -> _Step:
+        d = self.cfg.download
+        st, ctype = resp.status, resp.headers.get("Content-Type")
+        if st in REDIRECT_STATUSES:
+            loc = resp.headers.get("Location")
+            if not loc:
+                return _Step("fail", "http_error", f"HTTP {st} without Location")
+            return _Step("redirect", location=urljoin(url, loc))
+        if st == 429 or st >= 500:
+            return _Step(
+                "retry",
+                f"http_{st}",
+                f"HTTP {st} {resp.reason or ''}".strip(),
+                delay=retry_after_seconds(resp.headers.get("Retry-After")),
+            )
+        if st >= 400:
+            return _Step("fail", f"http_{st}", f"HTTP {st} {resp.reason or ''}".strip())
+        if st not in (200, 203):
+            return _Step("fail", "http_error", f"unexpected HTTP {st}")
+        if d.honor_x_robots_tag:
+            blocked = self._x_robots_blocked(resp.headers.getall("X-Robots-Tag", []))
+            if blocked:
+                return _Step("fail", "x_robots_tag", f"X-Robots-Tag: {blocked}", content_type=ctype)
+        length = resp.content_length
+        if length is not None and length > d.max_bytes:
+            why = f"Content-Length {length} > {d.max_bytes}"
+            return _Step("fail", "too_large", why, content_type=ctype, size=length)
+        if length is not None:  # aiohttp reads exactly Content-Length bytes
+            body = await resp.read()
+        else:
+            buf = bytearray()
+            async for chunk in resp.content.iter_any():
+                buf += chunk
+                if len(buf) > d.max_bytes:
+                    why = f"body over {d.max_bytes} bytes"
+                    return _Step("fail", "too_large", why, content_type=ctype)
+            body = bytes(buf)
+        return _Step("ok", body=body, size=len(body), content_type=ctype)
 
     async def _store(
         self, url: str, final_url: str, step: _Step, dest_dir: Path
     ) -> DownloadOutcome:
-        d = self.cfg.download
-        reason, detail, fmt, w, h, path = await asyncio.to_thread(
-            _finish, step.tmp, step.sha, dest_dir, d.max_pixels, d.min_image_side
-        )
-        if reason:
-            return DownloadOutcome(
-                url,
-                False,
-                reason,
-                detail,
-                step.sha,
-                None,
-                final_url,
-                step.content_type,
-                step.size,
-                w,
-                h,
-                fmt,
-            )
+        d, body = self.cfg.download, step.body or b""
+        sha = hashlib.sha256(body).hexdigest()
+        check = inspect_image(body, d.max_pixels, d.min_image_side)
+        path = None
+        if check.reason is None:
+            path = dest_dir / sha[:2] / f"{sha}.{check.extension}"
+            await asyncio.to_thread(_write, body, path, self._tmp_path())
+            await self._sync.durable(path)  # before the caller records a row for it
         return DownloadOutcome(
             url,
-            True,
-            None,
-            detail,
-            step.sha,
+            check.reason is None,
+            check.reason,
+            check.detail,
+            sha,
             path,
             final_url,
             step.content_type,
             step.size,
-            w,
-            h,
-            fmt,
+            check.width,
+            check.height,
+            check.format,
         )
 
     def _x_robots_blocked(self, values: list[str]) -> str | None:
