@@ -273,7 +273,7 @@ async def test_per_host_and_global_limits(testdata_dir, tmp_path):
     hosts = [ImageHost(testdata_dir, latency_s=0.05) for _ in range(3)]
     cfg = make_cfg(tmp_path, per_host=2, concurrency=4)
     async with serve(hosts[0].app) as u0, serve(hosts[1].app) as u1, serve(hosts[2].app) as u2:
-        for h, u in zip(hosts, (u0, u1, u2)):
+        for h, u in zip(hosts, (u0, u1, u2), strict=True):
             h.base_url = u
         async with Downloader(cfg) as dl:
             outs = await asyncio.gather(
@@ -338,3 +338,61 @@ async def test_cancelled_mid_body_leaves_no_file(host, tmp_path):
             await task
     assert stored_files(tmp_path / "raw") == []
     assert not list(dl.cfg.tmp_dir.glob("*"))
+
+
+async def test_slow_drip_cannot_hold_a_slot_past_the_deadline(host, tmp_path):
+    """A server trickling bytes (never idle long enough for read_timeout_s, under
+    total_timeout_s per attempt, retried) is cut off by download.deadline_s, slot freed."""
+    cfg = make_cfg(tmp_path, read_timeout_s=5, total_timeout_s=30, retries=3, deadline_s=0.6)
+    async with Downloader(cfg) as dl:
+        out = await dl.fetch(host.url("slow"), tmp_path / "raw")
+        assert not dl._hosts  # the per-host slot was given back
+    assert out.reason == "deadline" and "deadline_s = 0.6" in out.detail, out
+    assert host.hits["/slow"] == 1 and stored_files(tmp_path / "raw") == []
+    assert not list(dl.cfg.tmp_dir.glob("*"))
+
+
+async def test_deadline_covers_retries_and_back_off(host, tmp_path):
+    cfg = make_cfg(tmp_path, retries=20, retry_backoff_s=0.2, deadline_s=1.0)
+    async with Downloader(cfg) as dl:
+        out = await dl.fetch(host.url("flaky/d?times=99"), tmp_path / "raw")
+    assert out.reason == "deadline" and 1 <= host.hits["/flaky/d"] < 21
+
+
+async def test_stored_files_made_durable_in_batches(host, tmp_path, monkeypatch):
+    """One sync covers many files: no fsync per file, yet every fetch returns durable."""
+    from facequeue.stages import durable
+
+    calls: list[int] = []
+    real = durable.sync_paths
+
+    def counting(paths):
+        calls.append(len(paths))
+        real(paths)
+
+    monkeypatch.setattr(durable, "sync_paths", counting)
+    async with Downloader(make_cfg(tmp_path, per_host=16, concurrency=16)) as dl:
+        outs = await asyncio.gather(
+            *(dl.fetch(host.url(f"img/{i}.jpg"), tmp_path / "raw") for i in range(60))
+        )
+    assert all(o.ok and o.path.is_file() for o in outs)
+    assert sum(calls) == 60 and len(calls) < 60
+
+
+def test_cheap_check_leaves_pixel_decoding_to_the_worker(tmp_path, testdata_dir):
+    """Structurally complete bytes with corrupt pixel data pass the download check (the
+    analysis worker decodes and rejects them `unreadable`); what the header shows fails."""
+    body = bytearray((testdata_dir / JPEG).read_bytes())
+    sos = body.index(b"\xff\xda")
+    for i in range(sos + 200, len(body) - 400, 7):  # scramble entropy-coded data
+        body[i] = 0x00
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(bytes(body))
+    assert check_image(corrupt, 50_000_000, 100)[0] is None
+    (tmp_path / "cut.jpg").write_bytes(bytes(body[: sos + 500]))
+    assert check_image(tmp_path / "cut.jpg", 50_000_000, 100)[0] == "unreadable"
+    (tmp_path / "page.jpg").write_bytes(b"<!DOCTYPE html><html>404</html>")
+    assert check_image(tmp_path / "page.jpg", 50_000_000, 100)[:2] == (
+        "not_an_image",
+        "HTML page, not an image",
+    )

@@ -23,6 +23,7 @@ import structlog
 
 from facequeue.config import Config
 from facequeue.errors import ConfigError, PermanentStageError, ProviderError
+from facequeue.stages.addresses import AddressPolicy, BlockedAddress, get_following
 from facequeue.stages.download import retry_after_seconds
 
 log = structlog.get_logger()
@@ -110,10 +111,14 @@ async def _get_json(
     attempts = cfg.search.retries + 1
     where = f"{urlsplit(url).netloc}{urlsplit(url).path}"
     timeout = aiohttp.ClientTimeout(total=timeout_s)
+    policy = AddressPolicy(cfg.download.allow_private_addresses, cfg.download.allowed_networks)
     for attempt in range(1, attempts + 1):
         delay = None
         try:
-            async with session.get(url, params=params, headers=headers, timeout=timeout) as resp:
+            resp = await get_following(
+                session, policy, url, params=params, headers=headers, timeout=timeout
+            )
+            async with resp:
                 status = resp.status
                 if status in (401, 403):
                     raise PermanentStageError(
@@ -129,21 +134,11 @@ async def _get_json(
                         "(check the endpoint and parameters in the config)"
                     )
                 else:
-                    body = bytearray()
-                    async for chunk in resp.content.iter_chunked(65536):
-                        body += chunk
-                        if len(body) > MAX_ANSWER_BYTES:
-                            raise ProviderError(f"{name}: answer from {where} is too large")
-                    try:
-                        return json.loads(body)
-                    except ValueError:
-                        raise ProviderError(f"{name}: malformed JSON from {where}") from None
+                    return await _read_json(resp, name, where)
+        except BlockedAddress as exc:
+            problem = f"{where} redirected to a refused address ({exc})"
         except (TimeoutError, aiohttp.ClientError) as exc:
-            problem = f"{type(exc).__name__} talking to {where}"
-            if isinstance(exc, aiohttp.ClientConnectorError):
-                problem = f"cannot connect to {where}"
-            elif isinstance(exc, asyncio.TimeoutError):
-                problem = f"timeout after {timeout_s}s from {where}"
+            problem = _network_problem(exc, where, timeout_s)
         if attempt == attempts:
             log.warning("search_failed", provider=name, problem=problem, attempts=attempts)
             raise ProviderError(f"{name}: {problem} (after {attempts} attempts)")
@@ -155,6 +150,28 @@ async def _get_json(
         )
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+async def _read_json(resp: aiohttp.ClientResponse, name: str, where: str) -> Any:
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(65536):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise ProviderError(f"{name}: answer from {where} is too large")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ProviderError(f"{name}: malformed JSON from {where}") from None
+
+
+def _network_problem(exc: BaseException, where: str, timeout_s: float) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, BlockedAddress):
+            return f"{where} redirected to a refused address ({exc.os_error})"
+        return f"cannot connect to {where}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"timeout after {timeout_s}s from {where}"
+    return f"{type(exc).__name__} talking to {where}"
 
 
 def _ranked(results: list[dict[str, Any]], provider: str, limit: int) -> list[SearchResult]:
