@@ -1,22 +1,18 @@
 """Polite concurrent image downloader: limits, retries, deadline, content checks, storage.
 
-One aiohttp session per daemon (`make_session`). `Downloader.fetch` reads a URL's body into
-memory (size capped while reading), checks the bytes cheaply on the event loop
-(`stages/imagecheck.py`: magic, header, dimensions, EXIF; the analysis worker does the full
-decode), writes the body with one thread hop into content-addressed storage
-`dest_dir/<sha[:2]>/<sha>.<ext>` (temp file + rename) and returns once the file is durable
-(batched syncs, `stages/durable.py`). The whole fetch, retries and redirects included, has a
-deadline (`download.deadline_s`). The address guard lives in `stages/addresses.py`, robots
-rules in `stages/robots.py`. Every expected failure is a `DownloadOutcome` with a snake_case
-`reason`, never an exception.
+One aiohttp session per daemon (`make_session`). `Downloader.fetch` reads a body (memory,
+or spooled when large: `stages/bodies.py`), checks it cheaply (`stages/imagecheck.py`; the
+analysis worker does the full decode), renames it into content-addressed storage
+`dest_dir/<sha[:2]>/<sha>.<ext>` with one thread hop, and returns once it is durable
+(batched syncs: `stages/durable.py`). `download.deadline_s` bounds a whole fetch. Address
+guard: `stages/addresses.py`; robots: `stages/robots.py`. Every expected failure is a
+`DownloadOutcome` with a snake_case `reason`, never an exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import hashlib
 import os
 import random
 import time
@@ -24,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from itertools import count
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -39,6 +36,7 @@ from facequeue.stages.addresses import (
     connect_host,
     guard,
 )
+from facequeue.stages.bodies import Body, TooLarge, place, read_file, read_response
 from facequeue.stages.durable import SyncBatcher
 from facequeue.stages.imagecheck import FORMATS, check_image, inspect_image
 from facequeue.stages.robots import REDIRECT_STATUSES, RobotsCache, x_robots_blocked
@@ -114,26 +112,6 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _write(body: bytes, dest: Path, tmp: Path) -> None:
-    """Thread side, once per file: temp file, then rename into place (no fsync here)."""
-    if dest.exists():
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.write_bytes(body)
-        try:
-            os.replace(tmp, dest)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            tmp.unlink(missing_ok=True)  # tmp_dir on another file system: write beside dest
-            tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.part"
-            tmp.write_bytes(body)
-            os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 @dataclass
 class _Step:
     kind: str  # ok | fail | retry | redirect
@@ -141,7 +119,7 @@ class _Step:
     detail: str | None = None
     delay: float | None = None
     location: str | None = None
-    body: bytes | None = None
+    body: Body | None = None
     size: int | None = None
     content_type: str | None = None
 
@@ -162,6 +140,7 @@ class Downloader:
         self._block = {v.strip().lower() for v in d.x_robots_block}
         self._sync = SyncBatcher()
         self._swept = False
+        self._tmp_token, self._tmp_count = f"{os.getpid()}-{uuid.uuid4().hex[:12]}", count()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -216,10 +195,10 @@ class Downloader:
                 size=st.st_size,
             )
         try:
-            body = await asyncio.to_thread(src.read_bytes)
+            body = await asyncio.to_thread(read_file, src, self._tmp_path())
         except OSError as exc:
             return _fail(url, "unreadable", f"cannot read {src}: {exc.strerror or exc}")
-        return await self._store(url, url, _Step("ok", body=body, size=len(body)), Path(dest_dir))
+        return await self._store(url, url, _Step("ok", body=body, size=body.size), Path(dest_dir))
 
     # -- internals
 
@@ -306,7 +285,7 @@ class Downloader:
                 with contextlib.suppress(OSError):
                     if old.stat().st_mtime < cutoff:
                         old.unlink()
-        return tmp_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}.part"
+        return tmp_dir / f"{TMP_PREFIX}{self._tmp_token}-{next(self._tmp_count)}.part"
 
     async def _attempt(self, url: str) -> _Step:
         d = self.cfg.download
@@ -362,35 +341,38 @@ class Downloader:
         if length is not None and length > d.max_bytes:
             why = f"Content-Length {length} > {d.max_bytes}"
             return _Step("fail", "too_large", why, content_type=ctype, size=length)
-        if length is not None:  # aiohttp reads exactly Content-Length bytes
-            body = await resp.read()
-        else:
-            buf = bytearray()
-            async for chunk in resp.content.iter_any():
-                buf += chunk
-                if len(buf) > d.max_bytes:
-                    why = f"body over {d.max_bytes} bytes"
-                    return _Step("fail", "too_large", why, content_type=ctype)
-            body = bytes(buf)
-        return _Step("ok", body=body, size=len(body), content_type=ctype)
+        try:
+            body = await read_response(resp, d.max_bytes, self._tmp_path)
+        except TooLarge as exc:
+            return _Step("fail", "too_large", str(exc), content_type=ctype)
+        return _Step("ok", body=body, size=body.size, content_type=ctype)
 
     async def _store(
         self, url: str, final_url: str, step: _Step, dest_dir: Path
     ) -> DownloadOutcome:
-        d, body = self.cfg.download, step.body or b""
-        sha = hashlib.sha256(body).hexdigest()
-        check = inspect_image(body, d.max_pixels, d.min_image_side)
+        d, body = self.cfg.download, step.body
+        assert body is not None
         path = None
-        if check.reason is None:
-            path = dest_dir / sha[:2] / f"{sha}.{check.extension}"
-            await asyncio.to_thread(_write, body, path, self._tmp_path())
-            await self._sync.durable(path)  # before the caller records a row for it
+        try:
+            if body.data is not None:  # in memory: checked on the event loop, microseconds
+                check = inspect_image(body.data, d.max_pixels, d.min_image_side)
+            else:
+                check = await asyncio.to_thread(
+                    inspect_image, body.spool, d.max_pixels, d.min_image_side
+                )
+            if check.reason is None:
+                path = await asyncio.to_thread(
+                    place, body, dest_dir, check.extension, self._tmp_path()
+                )
+                await self._sync.durable(path)  # before the caller records a row for it
+        finally:
+            body.discard()
         return DownloadOutcome(
             url,
             check.reason is None,
             check.reason,
             check.detail,
-            sha,
+            body.digest(),
             path,
             final_url,
             step.content_type,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 _syncfs = None
 if sys.platform.startswith("linux"):
     with contextlib.suppress(OSError, AttributeError):
-        _syncfs = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syncfs
+        _syncfs = ctypes.CDLL(None, use_errno=True).syncfs  # libc, already loaded
 
 
 def _fsync(path: Path) -> None:

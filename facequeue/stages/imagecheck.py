@@ -61,20 +61,30 @@ def _sniff(head: bytes) -> str:
     )
 
 
-def _incomplete(fmt: str, data: bytes) -> str | None:
+def _incomplete(fmt: str, head: bytes, tail: bytes, size: int) -> str | None:
     """Why the bytes stop before the image does, for formats whose end is cheap to see."""
-    tail = data[-TAIL:]
     if fmt in ("JPEG", "MPO") and b"\xff\xd9" not in tail:
         return "JPEG is truncated (no end-of-image marker)"
     if fmt == "PNG" and b"IEND" not in tail:
         return "PNG is truncated (no IEND chunk)"
-    if fmt == "GIF" and not data.rstrip(b"\x00").endswith(b";"):
+    if fmt == "GIF" and not tail.rstrip(b"\x00").endswith(b";"):
         return "GIF is truncated (no trailer)"
-    if fmt == "WEBP" and len(data) < int.from_bytes(data[4:8], "little") + 8:
+    if fmt == "WEBP" and size < int.from_bytes(head[4:8], "little") + 8:
         return "WebP is truncated (shorter than its RIFF size)"
-    if fmt == "BMP" and len(data) < int.from_bytes(data[2:6], "little"):
+    if fmt == "BMP" and size < int.from_bytes(head[2:6], "little"):
         return "BMP is truncated (shorter than its header says)"
     return None
+
+
+def _ends(source: bytes | Path) -> tuple[bytes, bytes, int]:
+    """(first 512 bytes, last TAIL bytes, size) of bytes or of a file."""
+    if isinstance(source, bytes):
+        return source[:512], source[-TAIL:], len(source)
+    with open(source, "rb") as f:
+        head = f.read(512)
+        size = f.seek(0, 2)
+        f.seek(max(0, size - TAIL))
+        return head, f.read(), size
 
 
 def _orientation(im: Image.Image) -> int:
@@ -87,16 +97,20 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
-def inspect_image(data: bytes, max_pixels: int, min_side: int) -> ImageCheck:
-    """Accept or reject by content: format, header dimensions, completeness. No decoding."""
+def inspect_image(source: bytes | Path, max_pixels: int, min_side: int) -> ImageCheck:
+    """Accept or reject by content: format, header dimensions, completeness. No decoding.
+
+    `source` is the body (event loop side) or a file holding it (thread side: it reads)."""
+    head, tail, size = _ends(source)
+    stream = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            im = Image.open(io.BytesIO(data), formats=_open_formats())
+            im = Image.open(stream, formats=_open_formats())
         except Image.DecompressionBombError as exc:
             return ImageCheck("too_many_pixels", f"decompression bomb: {exc}")
         except UnidentifiedImageError:
-            return ImageCheck("not_an_image", _sniff(data[:512]))
+            return ImageCheck("not_an_image", _sniff(head))
         except Exception as exc:  # noqa: BLE001 - any parser failure is "unreadable"
             return ImageCheck("unreadable", f"header does not parse: {exc}")
         with im:
@@ -110,7 +124,7 @@ def inspect_image(data: bytes, max_pixels: int, min_side: int) -> ImageCheck:
                 w, h = h, w
     if min(w, h) < min_side:
         return ImageCheck("too_small", f"{w}x{h} is below {min_side} px", fmt, w, h)
-    broken = _incomplete(raw_fmt, data)
+    broken = _incomplete(raw_fmt, head, tail, size)
     if broken:
         return ImageCheck("unreadable", broken, fmt, w, h)
     return ImageCheck(None, f"{raw_fmt} {w}x{h}", fmt, w, h)
@@ -120,5 +134,5 @@ def check_image(
     path: Path, max_pixels: int, min_side: int
 ) -> tuple[str | None, str, str | None, int | None, int | None]:
     """(reason or None, detail, format, width, height) of a file, by the same cheap checks."""
-    c = inspect_image(Path(path).read_bytes(), max_pixels, min_side)
+    c = inspect_image(Path(path), max_pixels, min_side)
     return c.reason, c.detail, c.format, c.width, c.height
