@@ -125,6 +125,14 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float,
 # ------------------------------------------------------------------ child side: downloaders
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process so far, all threads."""
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def child_facequeue(args: argparse.Namespace) -> dict:
     from facequeue.config import load_config
     from facequeue.stages.download import Downloader, make_session
@@ -154,10 +162,12 @@ def child_facequeue(args: argparse.Namespace) -> dict:
                     if done == min(500, len(urls)):
                         rss["at_500"] = _rss_kb(os.getpid()) / 1024
 
-            started = time.perf_counter()
+            started, cpu[0] = time.perf_counter(), cpu_s()
             await asyncio.gather(*(worker() for _ in range(4 * cfg.download.concurrency)))
+            cpu[0] = cpu_s() - cpu[0]
             return time.perf_counter() - started, ok, len(shas)
 
+    cpu = [0.0]
     elapsed, ok, distinct = asyncio.run(main())
     rss["end"] = _rss_kb(os.getpid()) / 1024
     d = cfg.download
@@ -165,6 +175,7 @@ def child_facequeue(args: argparse.Namespace) -> dict:
         elapsed=elapsed,
         ok=ok,
         distinct=distinct,
+        cpu_s=cpu[0],
         rss=rss,
         concurrency=d.concurrency,
         per_host=d.per_host,
@@ -191,12 +202,14 @@ def child_aiohttp(args: argparse.Namespace) -> dict:
                     (dest / f"{i}.jpg").write_bytes(body)
                     ok += resp.status == 200
 
-            started = time.perf_counter()
+            started, cpu[0] = time.perf_counter(), cpu_s()
             await asyncio.gather(*(worker() for _ in range(4 * args.concurrency)))
+            cpu[0] = cpu_s() - cpu[0]
             return time.perf_counter() - started, ok
 
+    cpu = [0.0]
     elapsed, ok = asyncio.run(main())
-    return dict(elapsed=elapsed, ok=ok)
+    return dict(elapsed=elapsed, ok=ok, cpu_s=cpu[0])
 
 
 def child_requests(args: argparse.Namespace) -> dict:
@@ -262,7 +275,8 @@ def run_img2dataset(exe: Path, urls: list[str], work: Path, procs: int, threads:
 
 
 def row(name: str, r: dict, extra: str = "") -> str:
-    return f"| {name} | {r['ok']} | {r['rate']:.0f} | {r['peak_mb']:.0f} | {extra} |"
+    cpu = f"{1000 * r['cpu_s'] / r['ok']:.2f}" if r.get("cpu_s") and r["ok"] else "-"
+    return f"| {name} | {r['ok']} | {r['rate']:.0f} | {cpu} | {r['peak_mb']:.0f} | {extra} |"
 
 
 def median(values: list[float]) -> float:
@@ -279,7 +293,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--hosts", type=int, default=16)
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument(
-        "--rounds", type=int, default=3, help="facequeue/plain aiohttp pairs (machine noise)"
+        "--rounds", type=int, default=5, help="facequeue/plain aiohttp pairs (machine noise)"
     )
     ap.add_argument("--baseline-count", type=int, default=100)
     ap.add_argument("--single-count", type=int, default=400)
@@ -297,7 +311,8 @@ def main() -> None:
     args = parse_args()
     if args.child:
         kinds = {"facequeue": child_facequeue, "aiohttp": child_aiohttp, "requests": child_requests}
-        print(json.dumps(kinds[args.child](args)))
+        result = kinds[args.child](args)
+        print(json.dumps(result))
         return
 
     from facequeue.config import load_config
@@ -334,7 +349,10 @@ def bench(args, hosts: list[str], lone: str, conc: int, per_host: int, work: Pat
         base = next(batch) * 10_000_000  # every run downloads images nobody fetched yet
         return [f"{over[i % len(over)]}/img/{base + i}.jpg" for i in range(count)]
 
-    lines = ["| downloader | ok | images/s | peak tree RSS MB | notes |", "|---|---|---|---|---|"]
+    lines = [
+        "| downloader | ok | images/s | CPU ms/image | peak tree RSS MB | notes |",
+        "|---|---|---|---|---|---|",
+    ]
     limits = dict(concurrency=conc, per_host=per_host)
     fqs, plains = [], []
     for r in range(args.rounds):  # pairs, alternating order, so drift in load hits both
@@ -366,11 +384,17 @@ def bench(args, hosts: list[str], lone: str, conc: int, per_host: int, work: Pat
 
     fq_rate = median([f["rate"] for f in fqs])
     ratios = [f["rate"] / p["rate"] for f, p in zip(fqs, plains, strict=True)]
+    cpu_fq = median([f["cpu_s"] / f["ok"] for f in fqs])
+    cpu_plain = median([p["cpu_s"] / p["ok"] for p in plains])
     first = fqs[0]["rss"]
     print(f"facequeue median                         : {fq_rate:.0f} images/s")
     print(
         f"facequeue / plain aiohttp, same limits   : {median(ratios):.2f}x median of rounds "
         f"({', '.join(f'{x:.2f}' for x in ratios)}) (goal >= 0.9)"
+    )
+    print(
+        f"CPU per image, facequeue / plain aiohttp : {1000 * cpu_fq:.2f} / {1000 * cpu_plain:.2f} "
+        f"ms = {cpu_fq / cpu_plain:.2f} (medians; the server process is separate)"
     )
     if best:
         print(

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import socket
 import time
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from PIL import Image
 from servers import ImageHost, serve
 
 from facequeue.config import load_config
+from facequeue.stages.bodies import SPOOL_BYTES
 from facequeue.stages.download import Downloader, check_image, make_session
 
 pytestmark = pytest.mark.timeout(60)
@@ -396,3 +399,53 @@ def test_cheap_check_leaves_pixel_decoding_to_the_worker(tmp_path, testdata_dir)
         "not_an_image",
         "HTML page, not an image",
     )
+
+
+def noise_png(side: int) -> bytes:
+    """A PNG that does not compress: random pixels, a few MB for a few hundred px."""
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_large_body_spooled_to_disk_not_memory(tmp_path, chunked):
+    """Bodies over SPOOL_BYTES go to a temp file as they arrive; stored the same way."""
+    body = noise_png(800)  # ~1.9 MB > SPOOL_BYTES
+    assert len(body) > SPOOL_BYTES
+
+    async def image(request):
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        if not chunked:
+            resp.content_length = len(body)
+        await resp.prepare(request)
+        for i in range(0, len(body), 256 * 1024):
+            await resp.write(body[i : i + 256 * 1024])
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/big.png", image)
+    async with serve(app) as url:
+        async with Downloader(make_cfg(tmp_path, max_bytes=5_000_000)) as dl:
+            out = await dl.fetch(f"{url}/big.png", tmp_path / "raw")
+            small = await dl.fetch(f"{url}/big.png", tmp_path / "raw2")  # same bytes again
+            cap = Downloader(make_cfg(tmp_path, max_bytes=1_500_000), dl.session)
+            over = await cap.fetch(f"{url}/big.png", tmp_path / "raw3")
+    assert out.ok and out.format == "png" and out.size == len(body), out
+    assert out.sha256 == hashlib.sha256(body).hexdigest() and out.path.read_bytes() == body
+    assert small.ok and small.sha256 == out.sha256
+    assert over.reason == "too_large"
+    assert not list(dl.cfg.tmp_dir.glob("*"))  # spool files renamed or removed
+
+
+async def test_ingest_large_file_and_truncated_large_file(dl, tmp_path):
+    body = noise_png(800)
+    (tmp_path / "big.png").write_bytes(body)
+    (tmp_path / "cut.png").write_bytes(body[: len(body) - 5000])
+    cfg = make_cfg(tmp_path, max_bytes=5_000_000)
+    async with Downloader(cfg) as big:
+        ok = await big.ingest_file(tmp_path / "big.png", tmp_path / "raw")
+        cut = await big.ingest_file(tmp_path / "cut.png", tmp_path / "raw")
+    assert ok.ok and ok.path.read_bytes() == body and ok.sha256 == hashlib.sha256(body).hexdigest()
+    assert cut.reason == "unreadable" and "IEND" in cut.detail
+    assert not list(cfg.tmp_dir.glob("*"))

@@ -107,13 +107,13 @@ class GuardedConnector(aiohttp.TCPConnector):
         return infos
 
 
-def connect_host(url: str) -> tuple[str, str, int | None]:
+def connect_host(url: str | URL) -> tuple[str, str, int | None]:
     """(scheme, host, port) as aiohttp will use them; ValueError if the URL is invalid."""
-    u = URL(url)
+    u = url if isinstance(url, URL) else URL(url)
     return u.scheme.lower(), u.host or "", u.port
 
 
-def check_url(policy: AddressPolicy, url: str) -> tuple[str, str] | None:
+def check_url(policy: AddressPolicy, url: str | URL) -> tuple[str, str] | None:
     """(reason, detail) if the URL may not be fetched before any connection, else None."""
     try:
         scheme, host, _ = connect_host(url)

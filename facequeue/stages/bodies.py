@@ -105,7 +105,7 @@ def read_file(src: Path, tmp: Path) -> Body:
     return Body(digest.hexdigest(), size, spool=tmp)
 
 
-def place(body: Body, dest_dir: Path, ext: str, tmp: Path) -> Path:
+def place(body: Body, dest_dir: Path, ext: str, tmp_name: str) -> Path:
     """Thread side, once per file: hash, then into `dest_dir/<sha[:2]>/<sha>.<ext>` by rename
     (no fsync here; see durable.py). Returns the path."""
     sha = body.digest()
@@ -115,7 +115,7 @@ def place(body: Body, dest_dir: Path, ext: str, tmp: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     src = body.spool
     if src is None:
-        src = tmp
+        src = Path(tmp_name)
         src.write_bytes(body.data or b"")
     try:
         try:

@@ -26,6 +26,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 import structlog
+from yarl import URL
 
 from facequeue.config import Config
 from facequeue.stages.addresses import (
@@ -33,7 +34,6 @@ from facequeue.stages.addresses import (
     BlockedAddress,
     GuardedConnector,
     check_url,
-    connect_host,
     guard,
 )
 from facequeue.stages.bodies import Body, TooLarge, place, read_file, read_response
@@ -141,6 +141,7 @@ class Downloader:
         self._sync = SyncBatcher()
         self._swept = False
         self._tmp_token, self._tmp_count = f"{os.getpid()}-{uuid.uuid4().hex[:12]}", count()
+        self._tmp_dir = str(cfg.tmp_dir)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -206,17 +207,17 @@ class Downloader:
         d = self.cfg.download
         current, hops, attempt, seen = url, 0, 0, {url}
         while True:
-            bad = self._check_url(current)
+            try:
+                u = URL(current)  # parsed once per hop: checked, then handed to aiohttp as is
+            except (ValueError, TypeError) as exc:
+                return _fail(url, "bad_url", f"invalid URL: {exc}", final_url=current)
+            bad = check_url(self._policy, u)
             if bad:
                 return _fail(url, *bad, final_url=current)
-            if d.honor_robots_txt and not await self._robots.allows(current):
-                return _fail(
-                    url,
-                    "robots_txt",
-                    f"robots.txt of {connect_host(current)[1]} disallows this URL",
-                    final_url=current,
-                )
-            step = await self._attempt(current)
+            if d.honor_robots_txt and not await self._robots.allows(u):
+                why = f"robots.txt of {u.host} disallows this URL"
+                return _fail(url, "robots_txt", why, final_url=current)
+            step = await self._attempt(u)
             if step.kind == "redirect":
                 hops += 1
                 if step.location in seen:
@@ -257,7 +258,7 @@ class Downloader:
         )
         await asyncio.sleep(delay)
 
-    def _check_url(self, url: str) -> tuple[str, str] | None:
+    def _check_url(self, url: str | URL) -> tuple[str, str] | None:
         return check_url(self._policy, url)
 
     @contextlib.asynccontextmanager
@@ -275,6 +276,12 @@ class Downloader:
             if entry[1] == 0:
                 self._hosts.pop(key, None)
 
+    def _tmp_name(self) -> str:
+        """A temp file path as a string (cheap: Path objects cost more than the write)."""
+        if not self._swept:
+            self._tmp_path()
+        return f"{self._tmp_dir}/{TMP_PREFIX}{self._tmp_token}-{next(self._tmp_count)}.part"
+
     def _tmp_path(self) -> Path:
         tmp_dir = self.cfg.tmp_dir
         if not self._swept:
@@ -287,11 +294,10 @@ class Downloader:
                         old.unlink()
         return tmp_dir / f"{TMP_PREFIX}{self._tmp_token}-{next(self._tmp_count)}.part"
 
-    async def _attempt(self, url: str) -> _Step:
+    async def _attempt(self, url: URL) -> _Step:
         d = self.cfg.download
-        _, host, port = connect_host(url)
         try:
-            async with self._slot(f"{host}:{port}"):
+            async with self._slot(f"{url.host}:{url.port}"):
                 async with self.session.get(
                     url, allow_redirects=False, timeout=self._timeout, headers=self._headers
                 ) as resp:
@@ -314,14 +320,14 @@ class Downloader:
         except (aiohttp.ClientError, OSError) as exc:
             return _Step("retry", "connection_error", f"{type(exc).__name__}: {exc}")
 
-    async def _answer(self, url: str, resp: aiohttp.ClientResponse) -> _Step:
+    async def _answer(self, url: URL, resp: aiohttp.ClientResponse) -> _Step:
         d = self.cfg.download
         st, ctype = resp.status, resp.headers.get("Content-Type")
         if st in REDIRECT_STATUSES:
             loc = resp.headers.get("Location")
             if not loc:
                 return _Step("fail", "http_error", f"HTTP {st} without Location")
-            return _Step("redirect", location=urljoin(url, loc))
+            return _Step("redirect", location=urljoin(str(url), loc))
         if st == 429 or st >= 500:
             return _Step(
                 "retry",
@@ -361,10 +367,9 @@ class Downloader:
                     inspect_image, body.spool, d.max_pixels, d.min_image_side
                 )
             if check.reason is None:
-                path = await asyncio.to_thread(
-                    place, body, dest_dir, check.extension, self._tmp_path()
-                )
-                await self._sync.durable(path)  # before the caller records a row for it
+                ext, tmp = check.extension, self._tmp_name()
+                # durable when this returns, before the caller records a row for it
+                path = await self._sync.write(lambda: place(body, dest_dir, ext, tmp))
         finally:
             body.discard()
         return DownloadOutcome(

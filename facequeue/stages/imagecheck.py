@@ -9,6 +9,7 @@ what does not decode as `unreadable`. Runs in microseconds, so it runs on the ev
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -43,9 +44,10 @@ class ImageCheck:
         return FORMATS[(self.format or "").upper()]
 
 
-def _open_formats() -> list[str]:
+@functools.cache
+def _open_formats() -> tuple[str, ...]:
     Image.init()
-    return [f for f in FORMATS if f in Image.OPEN]  # MPO comes out of the JPEG opener
+    return tuple(f for f in FORMATS if f in Image.OPEN)  # MPO comes out of the JPEG opener
 
 
 def _sniff(head: bytes) -> str:
@@ -88,8 +90,9 @@ def _ends(source: bytes | Path) -> tuple[bytes, bytes, int]:
 
 
 def _orientation(im: Image.Image) -> int:
-    # PNG's getexif() decodes the whole image when no eXIf chunk came before the pixels.
-    if im.format == "PNG" and "exif" not in im.info:
+    # Without an EXIF block there is nothing to read (and PNG's getexif() would decode the
+    # whole image); TIFF keeps its orientation among its own tags.
+    if im.format != "TIFF" and "exif" not in im.info:
         return 1
     try:
         return int(im.getexif().get(0x0112, 1))

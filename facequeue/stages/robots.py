@@ -13,13 +13,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 from urllib.robotparser import RobotFileParser
 
 import aiohttp
 import structlog
+from yarl import URL
 
 from facequeue.config import Config
+from facequeue.stages.addresses import connect_host
 
 log = structlog.get_logger()
 
@@ -53,7 +55,7 @@ class RobotsCache:
         cfg: Config,
         session: Callable[[], aiohttp.ClientSession],
         slot: Callable[[str], AbstractAsyncContextManager[None]],
-        check_url: Callable[[str], tuple[str, str] | None],
+        check_url: Callable[[str | URL], tuple[str, str] | None],
     ) -> None:
         self.cfg = cfg
         self._session = session
@@ -62,9 +64,9 @@ class RobotsCache:
         self._cache: OrderedDict[str, tuple[float, RobotFileParser | None]] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def allows(self, url: str) -> bool:
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}".lower()
+    async def allows(self, url: URL) -> bool:
+        """Whether robots.txt of the URL's origin (scheme, normalised host, port) allows it."""
+        origin = f"{url.scheme}://{url.host}:{url.port}".lower()
         entry = self._cache.get(origin)
         if entry is None or entry[0] < time.monotonic():
             lock = self._locks.setdefault(origin, asyncio.Lock())
@@ -80,7 +82,7 @@ class RobotsCache:
         else:
             self._cache.move_to_end(origin)
         parser = entry[1]
-        return parser is None or parser.can_fetch(self.cfg.user_agent, url)
+        return parser is None or parser.can_fetch(self.cfg.user_agent, str(url))
 
     async def _fetch(self, origin: str) -> RobotFileParser | None:
         """Parsed robots.txt, or None (= everything allowed) when it is missing or unreachable."""
@@ -94,7 +96,8 @@ class RobotsCache:
             for _ in range(6):
                 if self._check_url(url):
                     return None
-                async with self._slot(urlsplit(url).netloc.lower()):
+                _, host, port = connect_host(url)
+                async with self._slot(f"{host}:{port}"):
                     async with self._session().get(
                         url,
                         allow_redirects=False,
