@@ -449,3 +449,17 @@ async def test_ingest_large_file_and_truncated_large_file(dl, tmp_path):
     assert ok.ok and ok.path.read_bytes() == body and ok.sha256 == hashlib.sha256(body).hexdigest()
     assert cut.reason == "unreadable" and "IEND" in cut.detail
     assert not list(cfg.tmp_dir.glob("*"))
+
+
+async def test_deadline_counts_from_the_first_slot_not_the_queue(host, tmp_path):
+    """Waiting behind a busy host is not the fetch's fault: its deadline starts with a slot."""
+    cfg = make_cfg(tmp_path, per_host=1, read_timeout_s=5, total_timeout_s=30, deadline_s=0.8)
+    async with Downloader(cfg) as dl:
+        slow = asyncio.create_task(dl.fetch(host.url("slow"), tmp_path / "raw"))
+        for _ in range(100):  # the slow drip holds the host's only slot
+            await asyncio.sleep(0.01)
+            if host.hits["/slow"]:
+                break
+        queued = await dl.fetch(host.url("img/1.jpg"), tmp_path / "raw")
+        assert (await slow).reason == "deadline"
+    assert queued.ok, queued  # waited ~0.8 s for the slot, then had its own 0.8 s

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import random
 import time
@@ -46,6 +47,10 @@ __all__ = ["FORMATS", "DownloadOutcome", "Downloader", "check_image", "make_sess
 log = structlog.get_logger()
 
 TMP_PREFIX = "dl-"
+# The running fetch's deadline (asyncio.timeout), armed by the first slot it gets.
+_deadline: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+    "facequeue_download_deadline", default=None
+)
 ACCEPT = "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8"
 
 
@@ -166,8 +171,17 @@ class Downloader:
         token = guard.set(self._policy)
         deadline = self.cfg.download.deadline_s
         try:
-            async with asyncio.timeout(deadline):
-                out = await self._fetch(url, Path(dest_dir))
+            # Armed when the fetch first holds a slot (see _slot): waiting behind a busy host
+            # does not count; retries, redirects and slow bodies do. Storing is local: after.
+            async with asyncio.timeout(None) as cm:
+                token_cm = _deadline.set(cm)
+                try:
+                    got = await self._fetch(url)
+                finally:
+                    _deadline.reset(token_cm)
+            out = (
+                got if isinstance(got, DownloadOutcome) else await self._store(url, *got, dest_dir)
+            )
         except TimeoutError:
             out = _fail(url, "deadline", f"not done within download.deadline_s = {deadline:g} s")
         except Exception as exc:  # noqa: BLE001 - a bug must not take the batch down
@@ -188,13 +202,8 @@ class Downloader:
             return _fail(url, "missing_file", f"cannot read {src}: {exc.strerror}")
         if not src.is_file():
             return _fail(url, "not_a_file", f"{src} is not a regular file")
-        if st.st_size > self.cfg.download.max_bytes:
-            return _fail(
-                url,
-                "too_large",
-                f"{st.st_size} bytes > {self.cfg.download.max_bytes}",
-                size=st.st_size,
-            )
+        if st.st_size > (cap := self.cfg.download.max_bytes):
+            return _fail(url, "too_large", f"{st.st_size} bytes > {cap}", size=st.st_size)
         try:
             body = await asyncio.to_thread(read_file, src, self._tmp_path())
         except OSError as exc:
@@ -203,7 +212,8 @@ class Downloader:
 
     # -- internals
 
-    async def _fetch(self, url: str, dest_dir: Path) -> DownloadOutcome:
+    async def _fetch(self, url: str) -> DownloadOutcome | tuple[str, _Step]:
+        """A failure, or (final URL, step holding the body) to be stored."""
         d = self.cfg.download
         current, hops, attempt, seen = url, 0, 0, {url}
         while True:
@@ -219,33 +229,33 @@ class Downloader:
                 return _fail(url, "robots_txt", why, final_url=current)
             step = await self._attempt(u)
             if step.kind == "redirect":
-                hops += 1
-                if step.location in seen:
-                    why = f"redirect loop at {step.location}"
+                hops, location = hops + 1, step.location or ""
+                if location in seen:
+                    why = f"redirect loop at {location}"
                     return _fail(url, "too_many_redirects", why, final_url=current)
                 if hops > d.max_redirects:
                     why = f"more than {d.max_redirects} redirects"
                     return _fail(url, "too_many_redirects", why, final_url=current)
-                seen.add(step.location)
-                current = step.location
+                seen.add(location)
+                current = location
                 continue
             if step.kind == "retry":
                 attempt += 1
                 if attempt > d.retries:
                     why = f"{step.detail} (gave up after {attempt} attempts)"
-                    return _fail(url, step.reason, why, final_url=current)
+                    return _fail(url, step.reason or "error", why, final_url=current)
                 await self._back_off(current, step, attempt)
                 continue
             if step.kind == "fail":
                 return _fail(
                     url,
-                    step.reason,
-                    step.detail,
+                    step.reason or "error",
+                    step.detail or "",
                     final_url=current,
                     content_type=step.content_type,
                     size=step.size,
                 )
-            return await self._store(url, current, step, dest_dir)
+            return current, step
 
     async def _back_off(self, url: str, step: _Step, attempt: int) -> None:
         d = self.cfg.download
@@ -270,6 +280,10 @@ class Downloader:
         entry[1] += 1
         try:
             async with entry[0], self._global:
+                cm = _deadline.get()
+                if cm is not None and cm.when() is None:
+                    loop = asyncio.get_running_loop()
+                    cm.reschedule(loop.time() + self.cfg.download.deadline_s)
                 yield
         finally:
             entry[1] -= 1
@@ -363,8 +377,9 @@ class Downloader:
             if body.data is not None:  # in memory: checked on the event loop, microseconds
                 check = inspect_image(body.data, d.max_pixels, d.min_image_side)
             else:
+                spool = body.spool or Path()
                 check = await asyncio.to_thread(
-                    inspect_image, body.spool, d.max_pixels, d.min_image_side
+                    inspect_image, spool, d.max_pixels, d.min_image_side
                 )
             if check.reason is None:
                 ext, tmp = check.extension, self._tmp_name()
