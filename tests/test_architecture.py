@@ -16,7 +16,6 @@ MAX_LINES = 420  # "about 400"
 # bodies...), analyze.py (vision: decode, detect, pool), store/sqlite.py (issue-15: the SQL
 # shared with PostgreSQL moves to store/sqlbase.py). Remove each name when its split lands.
 BEING_SPLIT = {
-    "facequeue.stages.download",
     "facequeue.vision.analyze",
     "facequeue.stages.curate",  # vision: references.py, curate_faces.py
     "facequeue.store.sqlite",

@@ -99,7 +99,7 @@ def _plain(value: Any) -> str | None:
     return " ".join(text.split()) or None
 
 
-async def _get_json(  # noqa: C901 - split on the net branch
+async def _get_json(
     session: aiohttp.ClientSession,
     cfg: Config,
     name: str,
@@ -116,10 +116,9 @@ async def _get_json(  # noqa: C901 - split on the net branch
     for attempt in range(1, attempts + 1):
         delay = None
         try:
-            resp = await get_following(
+            async with await get_following(
                 session, policy, url, params=params, headers=headers, timeout=timeout
-            )
-            async with resp:
+            ) as resp:
                 status = resp.status
                 if status in (401, 403):
                     raise PermanentStageError(
@@ -136,9 +135,7 @@ async def _get_json(  # noqa: C901 - split on the net branch
                     )
                 else:
                     return await _read_json(resp, name, where)
-        except BlockedAddress as exc:
-            problem = f"{where} redirected to a refused address ({exc})"
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError, BlockedAddress) as exc:
             problem = _network_problem(exc, where, timeout_s)
         if attempt == attempts:
             log.warning("search_failed", provider=name, problem=problem, attempts=attempts)
@@ -166,9 +163,10 @@ async def _read_json(resp: aiohttp.ClientResponse, name: str, where: str) -> Any
 
 
 def _network_problem(exc: BaseException, where: str, timeout_s: float) -> str:
+    refused = getattr(exc, "os_error", exc)  # ours, or the connector's on a redirect hop
+    if isinstance(refused, BlockedAddress):
+        return f"{where} redirected to a refused address ({refused})"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, BlockedAddress):
-            return f"{where} redirected to a refused address ({exc.os_error})"
         return f"cannot connect to {where}"
     if isinstance(exc, asyncio.TimeoutError):
         return f"timeout after {timeout_s}s from {where}"
