@@ -65,9 +65,9 @@ def _sniff(head: bytes) -> str:
 
 def _incomplete(fmt: str, head: bytes, tail: bytes, size: int) -> str | None:
     """Why the bytes stop before the image does, for formats whose end is cheap to see."""
-    if fmt in ("JPEG", "MPO") and b"\xff\xd9" not in tail:
+    if fmt in ("JPEG", "MPO") and tail.rfind(b"\xff\xd9") < 0:
         return "JPEG is truncated (no end-of-image marker)"
-    if fmt == "PNG" and b"IEND" not in tail:
+    if fmt == "PNG" and tail.rfind(b"IEND") < 0:
         return "PNG is truncated (no IEND chunk)"
     if fmt == "GIF" and not tail.rstrip(b"\x00").endswith(b";"):
         return "GIF is truncated (no trailer)"
