@@ -15,12 +15,10 @@ import asyncio
 import contextlib
 import contextvars
 import os
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from itertools import count
 from pathlib import Path
 from urllib.parse import urljoin
@@ -30,6 +28,7 @@ import structlog
 from yarl import URL
 
 from facequeue.config import Config
+from facequeue.retry import next_delay, retry_after_seconds
 from facequeue.stages.addresses import (
     AddressPolicy,
     BlockedAddress,
@@ -101,20 +100,6 @@ def _timeout(cfg: Config) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=d.total_timeout_s, sock_connect=d.connect_timeout_s, sock_read=d.read_timeout_s
     )
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date), None if absent or unparsable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 @dataclass
@@ -259,10 +244,7 @@ class Downloader:
 
     async def _back_off(self, url: str, step: _Step, attempt: int) -> None:
         d = self.cfg.download
-        if step.delay is not None:
-            delay = min(step.delay, d.retry_after_max_s)
-        else:
-            delay = d.retry_backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+        delay = next_delay(d.retry_backoff_s, attempt - 1, step.delay, d.retry_after_max_s)
         log.info(
             "download_retry", url=url, reason=step.reason, attempt=attempt, delay_s=round(delay, 3)
         )
