@@ -15,7 +15,6 @@ MAX_LINES = 420  # "about 400"
 # Too long today and being split on another branch: download.py (net: addresses, robots,
 # bodies...), analyze.py (vision: decode, detect, pool). Remove each name when its split lands.
 BEING_SPLIT = {
-    "facequeue.stages.download",
     "facequeue.vision.analyze",
     "facequeue.stages.curate",  # vision: references.py, curate_faces.py
 }
