@@ -339,4 +339,4 @@ FROM image_outcomes WHERE state = 'accepted' ORDER BY person_id, image_id;
 
 -- name: wikidata_id_by_slug
 -- Who holds a slug in a country (a namesake with another Wikidata id is another person).
-SELECT wikidata_id FROM people WHERE slug = %(slug)s AND country = %(country)s LIMIT 1;
+SELECT wikidata_id FROM people WHERE slug = :slug AND country = :country LIMIT 1;
