@@ -18,7 +18,11 @@ def ascii_slug(text: str, max_len: int = 60) -> str:
 
 
 def person_folder(person: dict) -> str:
-    """`<slug>__<country>`: unique because (slug, country) is unique in the people table."""
+    """The person's own folder name (people.folder, unique: assigned by the store at insert,
+    so "Israël" and "Israel" never share one). `<slug>__<country>` only for a dict that
+    did not come from the people table."""
+    if person.get("folder"):
+        return str(person["folder"])
     return f"{person['slug']}__{ascii_slug(person['country'])}"
 
 

@@ -13,7 +13,6 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import structlog
 
@@ -24,7 +23,7 @@ from facequeue.files import atomic_copy
 from facequeue.store import Store
 
 STAGES = ("search", "download", "analyze", "curate", "promote")
-StageResult = Optional[tuple[str, str | None]]
+StageResult = tuple[str, str | None] | None
 StageFn = Callable[[dict], Awaitable[StageResult]]
 
 log = structlog.get_logger("facequeue.runner.pipeline")

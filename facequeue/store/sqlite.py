@@ -8,8 +8,11 @@ inside one transaction. Other processes are kept out by SQLite's own locking (BE
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from anyascii import anyascii
 
 from facequeue.config import Config
 from facequeue.errors import LeaseLost, StoreError
@@ -24,6 +28,27 @@ from facequeue.errors import LeaseLost, StoreError
 PACKAGE_DIR = Path(__file__).resolve().parent
 MIGRATIONS_DIR = PACKAGE_DIR / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+# A transient "database is locked"/"busy" (another process held the write lock past the busy
+# timeout) is retried with backoff for this long before it becomes an error.
+TRANSIENT_RETRY_S = 120.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """SQLite lock contention: worth retrying, never a verdict on the work."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc).lower()
+
+
+def folder_base(slug: str, country: str) -> str:
+    """`<slug>__<ascii country>`: a person's folder name unless another person has it."""
+    flat = re.sub(r"[^A-Za-z0-9]+", "_", anyascii(country or "").replace("'", "")).strip("_")
+    return f"{slug}__{flat[:60].strip('_') or 'unknown'}"
 
 
 def _load_queries(path: Path) -> dict[str, str]:
@@ -87,23 +112,28 @@ class Store:
         self.conn = conn
         self.path = path
         self.lock = asyncio.Lock()
+        self.retry_s = TRANSIENT_RETRY_S
 
     # -- set-up --------------------------------------------------------------------------
     @classmethod
     async def open(
-        cls, db_path: Path, migrate: bool = True, migrations_dir: Path = MIGRATIONS_DIR
+        cls,
+        db_path: Path,
+        migrate: bool = True,
+        migrations_dir: Path = MIGRATIONS_DIR,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     ) -> Store:
         try:
             db_path.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(
-                str(db_path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+                str(db_path), isolation_level=None, timeout=busy_timeout_ms / 1000
             )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open database {db_path}: {exc}") from None
         conn.row_factory = aiosqlite.Row
         store = cls(conn, db_path)
         try:
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
@@ -162,11 +192,27 @@ class Store:
         ]
 
     # -- helpers -----------------------------------------------------------------------
+    async def _retrying(self, fn):
+        """Run fn() again while SQLite says locked/busy, with backoff, up to retry_s."""
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.05
+        while True:
+            try:
+                return await fn()
+            except sqlite3.OperationalError as exc:
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 2.0)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on any error (including cancellation)."""
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any error (including cancellation).
+
+        BEGIN IMMEDIATE takes the write lock, so lock contention shows up there (and only
+        there, in WAL mode): it is retried, the transaction's body runs once."""
         async with self.lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            await self._retrying(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield self.conn
             except BaseException:
@@ -176,9 +222,12 @@ class Store:
                 await asyncio.shield(self.conn.execute("COMMIT"))
 
     async def _all(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
-        async with self.lock:
+        async def read() -> list[aiosqlite.Row]:
             cur = await self.conn.execute(sql, params)
             return list(await cur.fetchall())
+
+        async with self.lock:
+            return await self._retrying(read)
 
     async def _one(self, sql: str, params: Any = ()) -> aiosqlite.Row | None:
         rows = await self._all(sql, params)
@@ -210,12 +259,16 @@ class Store:
                 if await cur.fetchone():
                     skipped.append(person)
                     continue
-                cur = await conn.execute(Q["insert_person"], params)
+                folder = folder_base(person.slug, person.country)
+                cur = await conn.execute(Q["insert_person"], {**params, "folder": folder})
                 row = await cur.fetchone()
                 if row is None:
                     skipped.append(person)
                 else:
                     added.append(row[0])
+                    await conn.execute(
+                        Q["person_folder_suffixed"], {"id": row[0], "folder": folder}
+                    )
         return AddResult(added, skipped)
 
     async def claim(self, owner: str, lease_s: float) -> dict | None:
@@ -225,8 +278,18 @@ class Store:
     async def reclaim_expired(self) -> list[dict]:
         return [dict(r) for r in await self._write(Q["reclaim_expired"])]
 
-    async def renew_leases(self, owner: str, lease_s: float) -> list[int]:
-        rows = await self._write(Q["renew_leases"], {"owner": owner, "lease_s": lease_s})
+    async def renew_leases(self, owner: str, lease_s: float, live_ids: Iterable[int]) -> list[int]:
+        """Extend the leases of the people this daemon is working on (and no others)."""
+        rows = await self._write(
+            Q["renew_leases"],
+            {"owner": owner, "lease_s": lease_s, "ids": json.dumps(sorted(live_ids))},
+        )
+        return [r[0] for r in rows]
+
+    async def release_orphans(self, owner: str, live_ids: Iterable[int]) -> list[int]:
+        rows = await self._write(
+            Q["release_orphans"], {"owner": owner, "ids": json.dumps(sorted(live_ids))}
+        )
         return [r[0] for r in rows]
 
     async def still_own(self, person_id: int, owner: str) -> bool:
@@ -306,9 +369,24 @@ class Store:
         return row[0]
 
     # -- daemons -------------------------------------------------------------------------
-    async def register_daemon(self, daemon_id: str, pid: int, host: str) -> None:
+    async def register_daemon(
+        self, daemon_id: str, pid: int, host: str, boot_id: str | None = None
+    ) -> None:
         await self._write(Q["prune_daemons"])
-        await self._write(Q["register_daemon"], {"id": daemon_id, "pid": pid, "host": host})
+        await self._write(
+            Q["register_daemon"], {"id": daemon_id, "pid": pid, "host": host, "boot_id": boot_id}
+        )
+
+    async def other_daemons(self, daemon_id: str) -> list[dict]:
+        """Daemons not known to have stopped, other than this one, with heartbeat age."""
+        return [dict(r) for r in await self._all(Q["other_daemons"], {"id": daemon_id})]
+
+    async def take_over(self, daemon_id: str) -> list[dict]:
+        """A daemon known dead: mark it stopped and requeue the people it held, at once."""
+        async with self.transaction() as conn:
+            await conn.execute(Q["mark_daemon_dead"], {"id": daemon_id})
+            cur = await conn.execute(Q["take_over_leases"], {"owner": daemon_id})
+            return [dict(r) for r in await cur.fetchall()]
 
     async def beat_daemon(self, daemon_id: str, in_flight: int) -> None:
         await self._write(Q["beat_daemon"], {"id": daemon_id, "in_flight": in_flight})
@@ -386,7 +464,7 @@ def _split_sql(script: str) -> list[str]:
                 statements.append(buf.strip())
             buf = ""
     if buf.strip() and not all(
-        l.strip().startswith("--") or not l.strip() for l in buf.splitlines()
+        ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()
     ):
         raise StoreError("migration ends with an incomplete statement")
     return statements
