@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 import sys
+import unicodedata
 from pathlib import Path
 
 import click
@@ -20,18 +22,34 @@ from facequeue.store import NewPerson, Store, open_store
 
 MAX_NAME = 200
 MAX_FIELD = 200
+MAX_CSV_FIELD = 4096  # a CSV field longer than this is refused before it is parsed further
+# Zero-width (non-)joiners are part of how Persian, Indic... names are written; every other
+# control or format character (C0/C1 controls, NEL, bidi overrides and isolates) is refused.
+_ALLOWED_FORMAT = {"\u200c", "\u200d"}
 
 
 def _clean(value: str | None, what: str, required: bool = False) -> str | None:
-    text = " ".join((value or "").split())
+    raw = value or ""
+    bad = next(
+        (
+            c
+            for c in raw
+            if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+            and c not in _ALLOWED_FORMAT
+            and c not in " \t\n\r"
+        ),
+        None,
+    )
+    if bad is not None:
+        name = unicodedata.name(bad, "control character")
+        raise InputError(f"{what} contains U+{ord(bad):04X} ({name}), which is not allowed")
+    text = " ".join(raw.split())
     if not text:
         if required:
             raise InputError(f"{what} is empty")
         return None
     if len(text) > MAX_FIELD:
         raise InputError(f"{what} is too long ({len(text)} characters, at most {MAX_FIELD})")
-    if any(ord(c) < 32 for c in text):
-        raise InputError(f"{what} contains control characters")
     return text
 
 
@@ -99,11 +117,32 @@ def import_csv(app: App, file: Path, dry_run: bool) -> None:
 
 
 def read_people_csv(file: Path) -> list[NewPerson]:
+    """Parsed by the csv module as CSV (quoted newlines are part of a field; U+0085 and
+    U+2028 are characters, not line ends); a field over MAX_CSV_FIELD is one clear error."""
     try:
         text = file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"{file}: not UTF-8 text") from None
-    reader = csv.reader(text.splitlines())
+    try:
+        return _parse_people(file, csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise InputError(f"{file}: not valid CSV: {exc}") from None
+
+
+def _parse_people(file: Path, reader) -> list[NewPerson]:
+    limit = csv.field_size_limit()
+    csv.field_size_limit(MAX_CSV_FIELD)
+    try:
+        return _rows_to_people(file, reader)
+    except csv.Error as exc:
+        raise InputError(
+            f"{file}: line {reader.line_num}: {exc} (at most {MAX_CSV_FIELD} characters a field)"
+        ) from None
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _rows_to_people(file: Path, reader) -> list[NewPerson]:
     header = next(reader, None)
     if not header:
         raise InputError(f"{file}: empty file")
@@ -114,12 +153,13 @@ def read_people_csv(file: Path) -> list[NewPerson]:
     if unknown:
         raise InputError(f"{file}: line 1: unknown column(s) {', '.join(sorted(unknown))}")
     people, seen = [], set()
-    for lineno, row in enumerate(reader, start=2):
+    for row in reader:
+        lineno = reader.line_num
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(cols):
             raise InputError(f"{file}: line {lineno}: expected {len(cols)} fields, got {len(row)}")
-        rec = dict(zip(cols, row))
+        rec = dict(zip(cols, row, strict=True))
         try:
             person = new_person(
                 rec["name"], rec["country"], rec.get("occupation"), "csv", rec.get("search_name")
