@@ -37,6 +37,8 @@ from aiohttp.resolver import DefaultResolver
 from PIL import Image, UnidentifiedImageError
 
 from facequeue.config import Config
+from facequeue.errors import LocalIOError
+from facequeue.files import local_io_error
 
 log = structlog.get_logger()
 
@@ -315,6 +317,14 @@ class _Step:
     content_type: str | None = None
 
 
+def _network_error(exc: Exception) -> _Step:
+    """A failed transfer is retried; a write that failed on our own disk fails the stage."""
+    local = None if isinstance(exc, aiohttp.ClientError) else local_io_error(exc)
+    if local is not None:
+        raise local from None
+    return _Step("retry", "connection_error", f"{type(exc).__name__}: {exc}")
+
+
 class Downloader:
     def __init__(self, cfg: Config, session: aiohttp.ClientSession | None = None) -> None:
         self.cfg = cfg
@@ -355,7 +365,11 @@ class Downloader:
         token = _guard.set(self._policy)
         try:
             out = await self._fetch(url, Path(dest_dir))
+        except LocalIOError:
+            raise  # our disk, not the image: the stage fails and is retried later
         except Exception as exc:  # noqa: BLE001 - a bug must not take the batch down
+            if (local := local_io_error(exc)) is not None:
+                raise local from None
             log.error("download_internal_error", url=url, error=f"{type(exc).__name__}: {exc}")
             return _fail(url, "internal_error", f"{type(exc).__name__}: {exc}")
         finally:
@@ -392,6 +406,8 @@ class Downloader:
             step = _Step("ok", tmp=tmp, sha=digest.hexdigest(), size=size)
             return await self._store(url, url, step, Path(dest_dir))
         except OSError as exc:
+            if (local := local_io_error(exc)) is not None:
+                raise local from None
             return _fail(url, "unreadable", f"cannot copy {src}: {exc.strerror or exc}")
         finally:
             tmp.unlink(missing_ok=True)
@@ -591,7 +607,7 @@ class Downloader:
         except aiohttp.InvalidURL as exc:
             return _Step("fail", "bad_url", f"invalid URL: {exc}")
         except (aiohttp.ClientError, OSError) as exc:
-            return _Step("retry", "connection_error", f"{type(exc).__name__}: {exc}")
+            return _network_error(exc)
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
