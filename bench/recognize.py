@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from facequeue.config import Config  # noqa: E402
 from facequeue.stages import gallery  # noqa: E402
-from facequeue.store import Store  # noqa: E402
+from facequeue.store import SqliteStore  # noqa: E402
 from facequeue.vision.recognize import brute_force_search  # noqa: E402
 
 DIM = 128
@@ -35,7 +35,7 @@ async def make_gallery(db: Path, identities: int, per_person: int, rng) -> np.nd
     """people + accepted images + gallery_images rows; returns the identity centres."""
     centres = rng.normal(size=(identities, DIM)).astype(np.float32)
     centres *= 0.9 / np.linalg.norm(centres, axis=1, keepdims=True) * 1.0
-    store = await Store.open(db)
+    store = await SqliteStore.open(db)
     conn = store.conn
     await conn.execute("BEGIN")
     await conn.executemany(
@@ -89,7 +89,7 @@ async def run_size(
     data = tmp / f"g{identities}"
     cfg = Config(data_dir=data, gallery={"threshold": 0.6})
     centres = await make_gallery(cfg.db_path, identities, per_person, rng)
-    store = await Store.open(cfg.db_path)
+    store = await SqliteStore.open(cfg.db_path)
     t = time.perf_counter()
     index = await gallery.load_index(cfg, store)
     load_s = time.perf_counter() - t

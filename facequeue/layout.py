@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Protocol
 
 from anyascii import anyascii
 
@@ -17,21 +18,32 @@ def ascii_slug(text: str, max_len: int = 60) -> str:
     return flat[:max_len].strip("_") or "unknown"
 
 
-def person_folder(person: dict) -> str:
-    """The person's own folder name (people.folder, unique: assigned by the store at insert,
-    so "Israël" and "Israel" never share one). `<slug>__<country>` only for a dict that
-    did not come from the people table."""
-    if person.get("folder"):
-        return str(person["folder"])
-    return f"{person['slug']}__{ascii_slug(person['country'])}"
+class Named(Protocol):
+    """Anything with a person's slug and country (a Person, a Progress row...)."""
+
+    @property
+    def slug(self) -> str: ...
+
+    @property
+    def country(self) -> str: ...
 
 
-def candidates_dir(cfg: Config, person: dict) -> Path:
+def person_folder(person: Named) -> str:
+    """The person's own folder name: people.folder, unique (the store assigns it at insert,
+    so "Israël" and "Israel" never share one). `<slug>__<country>` only for a record that
+    does not carry the column."""
+    folder = getattr(person, "folder", None)
+    if folder:
+        return str(folder)
+    return f"{person.slug}__{ascii_slug(person.country)}"
+
+
+def candidates_dir(cfg: Config, person: Named) -> Path:
     """Face crops of every analyzed image (kept for re-curation and the review report)."""
     return cfg.data_dir / "candidates" / person_folder(person)
 
 
-def faces_dir(cfg: Config, person: dict) -> Path:
+def faces_dir(cfg: Config, person: Named) -> Path:
     """Accepted face crops and their JSON sidecars."""
     return cfg.faces_dir / person_folder(person)
 

@@ -17,7 +17,7 @@ from facequeue.config import load_config
 from facequeue.runner import liveness
 from facequeue.runner.daemon import Daemon
 from facequeue.runner.pipeline import STAGES
-from facequeue.store import NewPerson, Store
+from facequeue.store import NewPerson, SqliteStore
 
 
 def make_cfg(tmp_path, **queue):
@@ -34,7 +34,7 @@ def quick_stages(done: list, fail: dict | None = None):
             async def fn(person):
                 if fail and stage in fail:
                     await fail[stage](person)
-                done.append((person["id"], stage))
+                done.append((person.id, stage))
                 return None
 
             return fn
@@ -44,7 +44,7 @@ def quick_stages(done: list, fail: dict | None = None):
     return factory
 
 
-async def add(store: Store, n: int) -> list[int]:
+async def add(store: SqliteStore, n: int) -> list[int]:
     people = [NewPerson(f"Person {i}", f"Person_{i}", "Serbia") for i in range(n)]
     return (await store.add_people(people)).added
 
@@ -74,7 +74,7 @@ def add_daemon(db, owner: str, pid: int, host: str, boot: str | None, age_s: flo
 
 async def test_dead_daemons_leases_taken_over_at_once_live_ones_kept(tmp_path):
     cfg = make_cfg(tmp_path, heartbeat_s=30.0)  # the default: stale after 4 x 30 s
-    store = await Store.open(cfg.db_path)
+    store = await SqliteStore.open(cfg.db_path)
     ids = await add(store, 4)
     host = socket.gethostname()
     boot = liveness.boot_id()
@@ -124,7 +124,7 @@ def lock_db_for(db, seconds: float, taken: threading.Event) -> threading.Thread:
 
 async def test_locked_database_in_fail_attempt_neither_orphans_nor_kills(tmp_path):
     cfg = make_cfg(tmp_path, max_attempts=1)
-    store = await Store.open(cfg.db_path)
+    store = await SqliteStore.open(cfg.db_path)
     await store.conn.execute("PRAGMA busy_timeout = 100")  # lock contention shows at once
     (pid,) = await add(store, 1)
     threads = []
@@ -139,8 +139,8 @@ async def test_locked_database_in_fail_attempt_neither_orphans_nor_kills(tmp_pat
         daemon = Daemon(cfg, store, quick_stages([], {"download": lock_then_fail}))
         assert await asyncio.wait_for(daemon.run(once=True), 60) == 0
         row = await store.get_person(pid)
-        assert (row["state"], row["lease_owner"]) == ("failed", None)
-        assert "database was locked" in row["last_error"]
+        assert (row.state, row.lease_owner) == ("failed", None)
+        assert "database was locked" in row.last_error
     finally:
         for t in threads:
             t.join()
@@ -149,7 +149,7 @@ async def test_locked_database_in_fail_attempt_neither_orphans_nor_kills(tmp_pat
 
 async def test_locked_database_in_claim_loop_does_not_end_the_daemon(tmp_path):
     cfg = make_cfg(tmp_path)
-    store = await Store.open(cfg.db_path)
+    store = await SqliteStore.open(cfg.db_path)
     await store.conn.execute("PRAGMA busy_timeout = 100")
     done: list = []
     daemon = Daemon(cfg, store, quick_stages(done))
@@ -164,10 +164,10 @@ async def test_locked_database_in_claim_loop_does_not_end_the_daemon(tmp_path):
         await asyncio.to_thread(holder.join)
         (pid,) = await add(store, 1)
         for _ in range(200):
-            if (await store.get_person(pid))["state"] == "promoted":
+            if (await store.get_person(pid)).state == "promoted":
                 break
             await asyncio.sleep(0.05)
-        assert (await store.get_person(pid))["state"] == "promoted"
+        assert (await store.get_person(pid)).state == "promoted"
     finally:
         daemon.stop.set()
         assert await asyncio.wait_for(run, 30) == 0
@@ -177,7 +177,7 @@ async def test_locked_database_in_claim_loop_does_not_end_the_daemon(tmp_path):
 @pytest.mark.parametrize("owner_alive", [True, False])
 async def test_heartbeat_renews_only_live_tasks_and_releases_orphans(tmp_path, owner_alive):
     cfg = make_cfg(tmp_path)
-    store = await Store.open(cfg.db_path)
+    store = await SqliteStore.open(cfg.db_path)
     (pid,) = await add(store, 1)
     daemon = Daemon(cfg, store, quick_stages([]))
     await store.register_daemon(daemon.owner, 1, daemon.host, daemon.boot)
@@ -189,8 +189,8 @@ async def test_heartbeat_renews_only_live_tasks_and_releases_orphans(tmp_path, o
     await daemon._renew()
     row = await store.get_person(pid)
     if owner_alive:
-        assert (row["state"], row["lease_owner"]) == ("running", daemon.owner)
+        assert (row.state, row.lease_owner) == ("running", daemon.owner)
         daemon.tasks[pid].cancel()
     else:
-        assert (row["state"], row["lease_owner"]) == ("queued", None)
+        assert (row.state, row.lease_owner) == ("queued", None)
     await store.close()

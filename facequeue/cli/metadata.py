@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from facequeue.cli import App, main, pass_app, run_async
-from facequeue.errors import InputError, NotFoundError
+from facequeue.errors import InputError
 
 
 class _LazyMetadata:
@@ -244,24 +244,6 @@ LABELS = {
 }
 
 
-async def _db_records(app: App) -> tuple[list[dict], list[str], int]:
-    from facequeue.store import Store
-
-    cfg = app.config
-    if not cfg.db_path.is_file():
-        raise NotFoundError(f"no database at {cfg.db_path} (set data_dir or --config)")
-    from facequeue.ops import stats as dataset_stats
-
-    store = await Store.open(cfg.db_path, migrate=False)
-    try:
-        rows = [dict(r) for r in await store.query("metadata_accepted_images")]
-        people = [dict(r) for r in await store.query("metadata_people")]
-    finally:
-        await store.close()
-    records, missing = dataset_stats.records_from_rows(rows, cfg.data_dir)
-    return records, [p["person"] for p in people if not p["accepted"]], missing
-
-
 def _print_stats(stats: dict, top: int, notes: list[str]) -> None:
     console = Console(highlight=False)
     console.print(
@@ -328,7 +310,7 @@ def stats_cmd(
     notes: list[str] = []
     empty: list[str] = []
     if use_db:
-        records, empty, missing = run_async(_db_records(ctx.find_object(App)))
+        records, empty, missing = run_async(dataset_stats.db_records(ctx.find_object(App).config))
         if missing:
             notes.append(
                 f"{missing} accepted image(s) have no readable sidecar (attributes 'unknown')"

@@ -10,7 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from facequeue.config import Config
+from facequeue.errors import NotFoundError
 from facequeue.stages.metadata import read_sidecar, sidecar_path
+from facequeue.store import AcceptedCrop
 
 UNKNOWN = "unknown"
 HISTOGRAM_BINS = ((1, 1), (2, 4), (5, 9), (10, 19), (20, 39), (40, None))
@@ -56,19 +59,33 @@ def records_from_dir(directory: str | Path) -> tuple[list[dict], int]:
     return records, bad
 
 
-def records_from_rows(rows: Iterable[dict], data_dir: Path) -> tuple[list[dict], int]:
-    """Records of accepted images from the database (rows of `metadata_accepted_images`);
-    attributes come from each crop's sidecar. Returns (records, images without a sidecar)."""
+def records_from_rows(rows: Iterable[AcceptedCrop], data_dir: Path) -> tuple[list[dict], int]:
+    """Records of accepted images from the database; attributes come from each crop's
+    sidecar. Returns (records, images without a sidecar)."""
     records, missing = [], 0
     for row in rows:
         sidecar = None
-        if row.get("crop_path"):
-            sidecar = read_sidecar(sidecar_path(Path(data_dir) / row["crop_path"]))
+        if row.crop_path:
+            sidecar = read_sidecar(sidecar_path(Path(data_dir) / row.crop_path))
         if not _is_sidecar(sidecar):
             missing += 1
             sidecar = {}
-        records.append(record_from_sidecar(sidecar, person=row["person"], country=row["country"]))
+        records.append(record_from_sidecar(sidecar, person=row.person, country=row.country))
     return records, missing
+
+
+async def db_records(cfg: Config) -> tuple[list[dict], list[str], int]:
+    """Records of every accepted image of the database, the people with none, and how many
+    images have no sidecar."""
+    from facequeue.store import open_store
+
+    if not cfg.db_path.is_file():
+        raise NotFoundError(f"no database at {cfg.db_path} (set data_dir or --config)")
+    async with open_store(cfg, migrate=False) as store:
+        crops = await store.accepted_crops()
+        people = await store.progress(limit=None)
+    records, missing = records_from_rows(crops, cfg.data_dir)
+    return records, [p.person for p in people if not p.accepted], missing
 
 
 def histogram(per_person: Counter) -> list[dict]:

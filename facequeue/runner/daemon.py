@@ -27,7 +27,7 @@ from facequeue.errors import FacequeueError, LeaseLost, PermanentStageError
 from facequeue.runner import liveness
 from facequeue.runner.pipeline import Pipeline, Resources, StageFn, Stages
 from facequeue.runner.systemd import Notifier
-from facequeue.store import Store
+from facequeue.store import Person, Store, connect
 
 log = structlog.get_logger("facequeue.runner.daemon")
 
@@ -124,9 +124,9 @@ class Daemon:
                         person = await self._claim()
                         if person is not None:
                             task = asyncio.create_task(
-                                self._work(person, slots), name=f"person-{person['id']}"
+                                self._work(person, slots), name=f"person-{person.id}"
                             )
-                            self.tasks[person["id"]] = task
+                            self.tasks[person.id] = task
                 except Exception as exc:  # noqa: BLE001 - a busy or full database must not end us
                     log.warning("claim_failed", error=_one_line(exc))
             if person is not None:
@@ -187,7 +187,7 @@ class Daemon:
             acquire.cancel()
         return False
 
-    async def _claim(self) -> dict | None:
+    async def _claim(self) -> Person | None:
         if self.only_ids is None:
             return await self.store.claim(self.owner, self.cfg.queue.lease_s)
         while self.only_ids:
@@ -203,10 +203,10 @@ class Daemon:
             return bool(self.only_ids)
         return await self.store.claimable_count() > 0
 
-    async def _work(self, person: dict, slots: asyncio.Semaphore) -> None:
-        pid = person["id"]
-        with structlog.contextvars.bound_contextvars(person_id=pid, person=person["name"]):
-            log.info("person_claimed", stage=person["stage"], attempts=person["attempts"])
+    async def _work(self, person: Person, slots: asyncio.Semaphore) -> None:
+        pid = person.id
+        with structlog.contextvars.bound_contextvars(person_id=pid, person=person.name):
+            log.info("person_claimed", stage=person.stage, attempts=person.attempts)
             try:
                 await self.pipeline.run_person(person, self.owner)
                 self.processed += 1
@@ -225,12 +225,12 @@ class Daemon:
                 self.tasks.pop(pid, None)
                 slots.release()
 
-    async def _retry_later(self, person: dict, exc: Exception) -> None:
-        delay = backoff_delay(self.cfg, person["attempts"])
+    async def _retry_later(self, person: Person, exc: Exception) -> None:
+        delay = backoff_delay(self.cfg, person.attempts)
         error = _one_line(exc)
         result = await self._record(
             self.store.fail_attempt(
-                person["id"], self.owner, error, self.cfg.queue.max_attempts, delay
+                person.id, self.owner, error, self.cfg.queue.max_attempts, delay
             )
         )
         state = result[0] if result else "lost"
@@ -259,11 +259,9 @@ class Daemon:
         for d in await self.store.other_daemons(self.owner):
             why = liveness.dead_reason(d, self.host, self.boot, stale_s)
             if why:
-                people = await self.store.take_over(d["id"])
+                people = await self.store.take_over(d.id)
                 taken += len(people)
-                log.warning(
-                    "daemon_taken_over", daemon=d["id"], why=why, people=[p["id"] for p in people]
-                )
+                log.warning("daemon_taken_over", daemon=d.id, why=why, people=people)
         return taken
 
     async def _release(self, pid: int) -> None:
@@ -301,7 +299,7 @@ class Daemon:
     async def _reclaim(self) -> None:
         reclaimed = await self.store.reclaim_expired()
         if reclaimed:
-            log.info("leases_reclaimed", people=[r["id"] for r in reclaimed])
+            log.info("leases_reclaimed", people=[r.id for r in reclaimed])
 
     async def _shutdown(self) -> None:
         if not self.tasks:
@@ -323,7 +321,7 @@ async def run_daemon(
     stages_factory: StagesFactory = real_stages,
     only_ids: list[int] | None = None,
 ) -> int:
-    store = await Store.open(cfg.db_path)
+    store = await connect(cfg)
     try:
         return await Daemon(cfg, store, stages_factory, only_ids).run(once=once)
     finally:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from facequeue.store import DaemonLiveness
+
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 STALE_HEARTBEATS = 4  # heartbeats a live daemon may miss before it counts as dead
 
@@ -36,13 +38,13 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def dead_reason(daemon: dict, host: str, boot: str | None, stale_s: float) -> str | None:
-    """Why `daemon` (a row of the daemons table) is dead, or None if it may be alive."""
-    if daemon["host"] == host:
-        if boot and daemon.get("boot_id") and daemon["boot_id"] != boot:
+def dead_reason(daemon: DaemonLiveness, host: str, boot: str | None, stale_s: float) -> str | None:
+    """Why `daemon` is dead, or None if it may be alive."""
+    if daemon.host == host:
+        if boot and daemon.boot_id and daemon.boot_id != boot:
             return "rebooted"
-        if not pid_alive(int(daemon["pid"])):
+        if not pid_alive(int(daemon.pid)):
             return "process_gone"
-    if daemon.get("age_s") is not None and float(daemon["age_s"]) > stale_s:
+    if daemon.age_s is not None and float(daemon.age_s) > stale_s:
         return "heartbeat_stale"
     return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -20,11 +20,12 @@ from facequeue import layout
 from facequeue.config import Config
 from facequeue.errors import PermanentStageError
 from facequeue.files import atomic_copy
-from facequeue.store import Store
+from facequeue.stages.originals import delete_originals
+from facequeue.store import Analyzed, Curated, Downloaded, Image, NewImage, Person, Store
 
 STAGES = ("search", "download", "analyze", "curate", "promote")
 StageResult = tuple[str, str | None] | None
-StageFn = Callable[[dict], Awaitable[StageResult]]
+StageFn = Callable[[Person], Awaitable[StageResult]]
 
 log = structlog.get_logger("facequeue.runner.pipeline")
 
@@ -41,9 +42,9 @@ class Pipeline:
         self.store = store
         self.stages = stages
 
-    async def run_person(self, person: dict, owner: str) -> str:
+    async def run_person(self, person: Person, owner: str) -> str:
         """Returns the state the person ends in."""
-        stage = person["stage"]
+        stage = person.stage
         while stage != "done":
             fn = self.stages[stage]
             with structlog.contextvars.bound_contextvars(stage=stage):
@@ -54,16 +55,16 @@ class Pipeline:
                 log.info("stage_done", seconds=round(loop.time() - started, 3))
             if result is not None:
                 state, reason = result
-                await self.store.finish(person["id"], owner, state, reason)
+                await self.store.finish(person.id, owner, state, reason)
                 log.info("person_finished", state=state, reason=reason)
                 return state
             stage = next_stage(stage)
             if stage == "done":
-                await self.store.finish(person["id"], owner, "promoted", None)
+                await self.store.finish(person.id, owner, "promoted", None)
                 return "promoted"
-            await self.store.advance_stage(person["id"], owner, stage)
-            person = {**person, "stage": stage}
-        return person["state"]
+            await self.store.advance_stage(person.id, owner, stage)
+            person = replace(person, stage=stage)
+        return person.state
 
 
 @dataclass
@@ -131,21 +132,21 @@ class Stages:
         }
 
     # -- search --------------------------------------------------------------------------
-    async def search(self, person: dict) -> StageResult:
+    async def search(self, person: Person) -> StageResult:
         from facequeue.stages.search import PersonQuery
 
         provider = await self.res.provider()
         query = PersonQuery(
-            name=person["name"],
-            slug=person["slug"],
-            country=person["country"],
-            occupation=person["occupation"],
-            search_name=person["search_name"],
+            name=person.name,
+            slug=person.slug,
+            country=person.country,
+            occupation=person.occupation,
+            search_name=person.search_name,
         )
         results = await provider.search(query)
         rows = [
-            dict(
-                person_id=person["id"],
+            NewImage(
+                person_id=person.id,
                 provider=r.provider,
                 rank=r.rank,
                 url=r.url,
@@ -159,21 +160,15 @@ class Stages:
             )
             for r in results
         ]
-        if person.get("portrait_url"):
+        if person.portrait_url:
             # A known portrait (Wikidata P18) anchors reference selection at curation.
             rows.append(
-                dict(
-                    person_id=person["id"],
+                NewImage(
+                    person_id=person.id,
                     provider="portrait",
                     rank=0,
-                    url=person["portrait_url"],
-                    thumbnail_url=None,
-                    page_url=None,
+                    url=person.portrait_url,
                     title="portrait",
-                    license=None,
-                    author=None,
-                    width=None,
-                    height=None,
                 )
             )
         await self.store.insert_images(rows)
@@ -181,129 +176,130 @@ class Stages:
         return None
 
     # -- download ------------------------------------------------------------------------
-    async def download(self, person: dict) -> StageResult:
+    async def download(self, person: Person) -> StageResult:
         downloader = await self.res.downloader()
-        pending = await self.store.images_of(person["id"], "pending")
+        pending = await self.store.images_of(person.id, "pending")
         raw_dir = self.cfg.raw_dir
 
-        async def one(img: dict) -> None:
-            if img["provider"] == "folder":
-                outcome = await downloader.ingest_file(Path(img["url"]), raw_dir)
+        async def one(img: Image) -> None:
+            if img.provider == "folder":
+                outcome = await downloader.ingest_file(Path(img.url), raw_dir)
             else:
-                outcome = await downloader.fetch(img["url"], raw_dir)
+                outcome = await downloader.fetch(img.url, raw_dir)
             if outcome.ok:
-                await self.store.update_image(
-                    "image_downloaded",
-                    id=img["id"],
-                    sha256=outcome.sha256,
-                    raw_path=layout.relative(self.cfg, outcome.path),
-                    final_url=outcome.final_url,
-                    content_type=outcome.content_type,
-                    bytes=outcome.size,
-                    width=outcome.width,
-                    height=outcome.height,
-                    format=outcome.format,
+                await self.store.mark_downloaded(
+                    img.id,
+                    Downloaded(
+                        sha256=outcome.sha256,
+                        raw_path=layout.relative(self.cfg, outcome.path),
+                        final_url=outcome.final_url,
+                        content_type=outcome.content_type,
+                        bytes=outcome.size,
+                        width=outcome.width,
+                        height=outcome.height,
+                        format=outcome.format,
+                    ),
                 )
             else:
                 log.info(
                     "image_rejected",
-                    image_id=img["id"],
+                    image_id=img.id,
                     reason=outcome.reason,
                     detail=outcome.detail,
                 )
-                await self.store.update_image(
-                    "image_rejected", id=img["id"], reason=outcome.reason, detail=outcome.detail
-                )
+                await self.store.reject_image(img.id, outcome.reason, outcome.detail)
 
         await asyncio.gather(*(one(img) for img in pending))
         return None
 
     # -- analyze -------------------------------------------------------------------------
-    async def analyze(self, person: dict) -> StageResult:
-        todo = await self.store.images_of(person["id"], "downloaded")
+    async def analyze(self, person: Person) -> StageResult:
+        todo = await self.store.images_of(person.id, "downloaded")
         if not todo:
             return None
         pool = await self.res.pool()
         crops = layout.candidates_dir(self.cfg, person)
         margin = self.cfg.curation.crop_margin
 
-        async def one(img: dict) -> None:
-            raw = layout.absolute(self.cfg, img["raw_path"])
+        async def one(img: Image) -> None:
+            assert img.raw_path is not None  # a downloaded image has its raw file
+            raw = layout.absolute(self.cfg, img.raw_path)
             fa = await pool.analyze(str(raw))
             face_path = None
             if fa.status == "ok" and fa.faces:
-                dest = crops / f"{img['id']}.jpg"
+                dest = crops / f"{img.id}.jpg"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 await pool.crop(str(raw), fa.faces[0], margin, str(dest))
                 face_path = layout.relative(self.cfg, dest)
             log.debug(
                 "image_analyzed",
-                image_id=img["id"],
+                image_id=img.id,
                 status=fa.status,
                 faces=len(fa.faces),
                 timings=fa.timings,
             )
-            await self.store.update_image(
-                "image_analyzed",
-                id=img["id"],
-                analysis_status=fa.status,
-                detail=fa.detail,
-                faces_json=json.dumps(
-                    [[f.x, f.y, f.w, f.h, round(f.confidence, 4)] for f in fa.faces]
+            await self.store.record_analysis(
+                img.id,
+                Analyzed(
+                    analysis_status=fa.status,
+                    detail=fa.detail,
+                    faces_json=json.dumps(
+                        [[f.x, f.y, f.w, f.h, round(f.confidence, 4)] for f in fa.faces]
+                    ),
+                    face_count=len(fa.faces),
+                    blur=fa.blur,
+                    brightness=fa.brightness,
+                    contrast=fa.contrast,
+                    embedding=fa.embedding,
+                    phash=fa.phash,
+                    timings_json=json.dumps(fa.timings),
+                    face_path=face_path,
                 ),
-                face_count=len(fa.faces),
-                blur=fa.blur,
-                brightness=fa.brightness,
-                contrast=fa.contrast,
-                embedding=fa.embedding,
-                phash=fa.phash,
-                timings_json=json.dumps(fa.timings),
-                face_path=face_path,
             )
 
         await asyncio.gather(*(one(img) for img in todo))
         return None
 
     # -- curate --------------------------------------------------------------------------
-    async def curate(self, person: dict) -> StageResult:
+    async def curate(self, person: Person) -> StageResult:
         from facequeue.stages import curate as curation
         from facequeue.vision.analyze import Face, FaceAnalysis
 
-        rows = [
-            r for r in await self.store.images_of(person["id"]) if r["analysis_status"] is not None
-        ]
+        rows = [r for r in await self.store.images_of(person.id) if r.analysis_status is not None]
         candidates = []
         for r in rows:
             faces = tuple(
                 Face(int(b[0]), int(b[1]), int(b[2]), int(b[3]), float(b[4]))
-                for b in json.loads(r["faces_json"] or "[]")
+                for b in json.loads(r.faces_json or "[]")
             )
             fa = FaceAnalysis(
-                status=r["analysis_status"],
-                detail=r["detail"],
-                width=r["width"] or 0,
-                height=r["height"] or 0,
+                status=r.analysis_status or "",
+                detail=r.detail,
+                width=r.width or 0,
+                height=r.height or 0,
                 faces=faces,
-                blur=r["blur"],
-                brightness=r["brightness"],
-                contrast=r["contrast"],
-                embedding=r["embedding"],
-                phash=r["phash"],
-                timings=json.loads(r["timings_json"] or "{}"),
+                blur=r.blur,
+                brightness=r.brightness,
+                contrast=r.contrast,
+                embedding=r.embedding,
+                phash=r.phash,
+                timings=json.loads(r.timings_json or "{}"),
             )
             candidates.append(
                 curation.Candidate(
-                    image_id=r["id"],
-                    rank=r["rank"],
+                    image_id=r.id,
+                    rank=r.rank,
                     analysis=fa,
-                    anchor=r["provider"] == "portrait",
+                    anchor=r.provider == "portrait",
                 )
             )
         params = curation.CurationParams.from_config(self.cfg)
         result = curation.curate(candidates, params)
-        by_id = {r["id"]: r for r in rows}
+        by_id = {r.id: r for r in rows}
         out_dir = layout.faces_dir(self.cfg, person)
-        updates, keep, writes = [], set(), []
+        updates: list[Curated] = []
+        keep: set[str] = set()
+        writes = []
         for d in result.decisions:
             row = by_id[d.image_id]
             crop_rel = None
@@ -313,11 +309,11 @@ class Stages:
                 crop_rel = layout.relative(self.cfg, dest)
                 keep.update({dest.name, dest.with_suffix(".json").name})
             updates.append(
-                dict(
+                Curated(
                     id=d.image_id,
                     state=d.state,
                     reason=d.reason,
-                    detail=row["detail"] if d.state == "rejected" else None,
+                    detail=row.detail if d.state == "rejected" else None,
                     is_reference=int(d.is_reference),
                     distance=d.distance,
                     quality=d.quality,
@@ -327,10 +323,10 @@ class Stages:
         await asyncio.gather(
             *writes
         )  # crops + sidecars first, rows after: never a row without its file
-        await self.store.update_images("image_curated", updates)
+        await self.store.record_curation(updates)
         _remove_unlisted(out_dir, keep)
         if not self.cfg.curation.keep_originals:
-            await self._delete_originals(person, rows)
+            await delete_originals(self.cfg, self.store, person.id, rows)
         accepted = sum(1 for d in result.decisions if d.state == "accepted")
         log.info(
             "curated",
@@ -343,12 +339,12 @@ class Stages:
             return ("no_consensus", result.reason)
         return None
 
-    async def _write_accepted(self, person: dict, row: dict, dest: Path, decision) -> None:
+    async def _write_accepted(self, person: Person, row: Image, dest: Path, decision) -> None:
         from facequeue.stages import metadata
 
-        src = layout.absolute(self.cfg, row["face_path"])
-        if not src.is_file():
-            raise PermanentStageError(f"face crop missing for image {row['id']}: {src}")
+        src = layout.absolute(self.cfg, row.face_path or "")
+        if not row.face_path or not src.is_file():
+            raise PermanentStageError(f"face crop missing for image {row.id}: {src}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_copy(src, dest)
         from facequeue.vision.analyze import AnalysisSettings
@@ -356,34 +352,32 @@ class Stages:
         pool = await self.res.pool()
         settings = AnalysisSettings.from_config(self.cfg)
         described = await pool.run(metadata.describe_image, str(dest), settings)
-        row = {**row, "distance": decision.distance, "is_reference": decision.is_reference}
+        image_row = {
+            **asdict(row),
+            "distance": decision.distance,
+            "is_reference": decision.is_reference,
+        }
         sidecar = metadata.build_sidecar(
-            dest, analysis_of_crop=described, person=person, image_row=row, settings=settings
+            dest,
+            analysis_of_crop=described,
+            person=asdict(person),
+            image_row=image_row,
+            settings=settings,
         )
         metadata.write_sidecar(dest, sidecar)
 
-    async def _delete_originals(self, person: dict, rows: list[dict]) -> None:
-        """Drop this person's raw files; a file another person still needs stays."""
-        with_raw = [r for r in rows if r["raw_path"]]
-        if not with_raw:
-            return
-        await self.store.forget_raw_paths([r["id"] for r in with_raw])
-        for r in with_raw:
-            if await self.store.other_users_of_raw(r["raw_path"], person["id"]) == 0:
-                layout.absolute(self.cfg, r["raw_path"]).unlink(missing_ok=True)
-
     # -- promote -------------------------------------------------------------------------
-    async def promote(self, person: dict) -> StageResult:
+    async def promote(self, person: Person) -> StageResult:
         from facequeue.stages import gallery
 
         state, reason = await gallery.promote_person(self.cfg, self.store, person)
         return (state, reason)
 
 
-def accepted_name(person: dict, row: dict) -> str:
+def accepted_name(person: Person, row: Image) -> str:
     """Stable, unique crop name in the seed's style: Name_YYYYMMDD_HHMMSS_<image id>.jpg."""
-    stamp = (row.get("created_at") or "")[:19].replace("-", "").replace(":", "").replace("T", "_")
-    return f"{person['slug']}_{stamp or 'undated'}_{row['id']}.jpg"
+    stamp = (row.created_at or "")[:19].replace("-", "").replace(":", "").replace("T", "_")
+    return f"{person.slug}_{stamp or 'undated'}_{row.id}.jpg"
 
 
 def _remove_unlisted(folder: Path, keep: set[str]) -> None:

@@ -1,21 +1,90 @@
-"""The database: the only code that talks SQL (SQLite today; the seam for other backends)."""
+"""The database: the only code that talks to it (SQLite today; the seam for other backends).
 
-from facequeue.store.sqlite import (
-    MIGRATIONS_DIR,
+Callers use `open_store(cfg)`, the `Store` protocol (base.py) and the records (records.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from facequeue.config import Config
+from facequeue.store.base import Store
+from facequeue.store.migrate import MIGRATIONS_DIR, migration_files
+from facequeue.store.records import (
+    AcceptedCrop,
     AddResult,
+    Analyzed,
+    Curated,
+    DaemonInfo,
+    DaemonLiveness,
+    Downloaded,
+    Failure,
+    GalleryCandidate,
+    GalleryEmbedding,
+    GalleryEntry,
+    GalleryFile,
+    GalleryIdentity,
+    GallerySummary,
+    Image,
+    ImageTotals,
+    NewImage,
     NewPerson,
-    Q,
-    Store,
-    migration_files,
-    open_store,
+    Person,
+    Progress,
+    ReasonCount,
+    RejectReason,
+    ReportImage,
+    ReportPerson,
+    SelfTest,
 )
+from facequeue.store.sqlite import SqliteStore
+
+
+async def connect(cfg: Config, migrate: bool = True) -> Store:
+    """Open the configured database (the caller closes it); migrate unless told not to."""
+    return await SqliteStore.open(cfg.db_path, migrate=migrate)
+
+
+@asynccontextmanager
+async def open_store(cfg: Config, migrate: bool = True) -> AsyncIterator[Store]:
+    store = await connect(cfg, migrate=migrate)
+    try:
+        yield store
+    finally:
+        await store.close()
+
 
 __all__ = [
     "MIGRATIONS_DIR",
-    "Q",
+    "AcceptedCrop",
     "AddResult",
+    "Analyzed",
+    "Curated",
+    "DaemonInfo",
+    "DaemonLiveness",
+    "Downloaded",
+    "Failure",
+    "GalleryCandidate",
+    "GalleryEmbedding",
+    "GalleryEntry",
+    "GalleryFile",
+    "GalleryIdentity",
+    "GallerySummary",
+    "Image",
+    "ImageTotals",
+    "NewImage",
     "NewPerson",
+    "Person",
+    "Progress",
+    "ReasonCount",
+    "RejectReason",
+    "ReportImage",
+    "ReportPerson",
+    "SelfTest",
+    "SqliteStore",
     "Store",
+    "connect",
     "migration_files",
     "open_store",
 ]
