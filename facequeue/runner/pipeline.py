@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -175,10 +176,15 @@ class Stages:
         log.info("search_results", provider=provider.name, results=len(results))
         return None
 
-    # -- download ------------------------------------------------------------------------
+    # -- download (and analysis as images arrive) ----------------------------------------
     async def download(self, person: Person) -> StageResult:
+        """Download the pending images; each is analysed as soon as it is stored, so the
+        CPU-bound analysis overlaps the downloads. Every image's progress is its own row
+        (downloaded, then analyzed): a killed daemon resumes exactly, and images downloaded
+        before a crash but not analysed are analysed here too (or by the analyze stage)."""
         downloader = await self.res.downloader()
         pending = await self.store.images_of(person.id, "pending")
+        ready = await self.store.images_of(person.id, "downloaded")
         raw_dir = self.cfg.raw_dir
 
         async def one(img: Image) -> None:
@@ -187,11 +193,12 @@ class Stages:
             else:
                 outcome = await downloader.fetch(img.url, raw_dir)
             if outcome.ok:
+                raw_path = layout.relative(self.cfg, outcome.path)
                 await self.store.mark_downloaded(
                     img.id,
                     Downloaded(
                         sha256=outcome.sha256,
-                        raw_path=layout.relative(self.cfg, outcome.path),
+                        raw_path=raw_path,
                         final_url=outcome.final_url,
                         content_type=outcome.content_type,
                         bytes=outcome.size,
@@ -200,6 +207,7 @@ class Stages:
                         format=outcome.format,
                     ),
                 )
+                await self._analyze_one(person, replace(img, state="downloaded", raw_path=raw_path))
             else:
                 log.info(
                     "image_rejected",
@@ -209,56 +217,56 @@ class Stages:
                 )
                 await self.store.reject_image(img.id, outcome.reason, outcome.detail)
 
-        await asyncio.gather(*(one(img) for img in pending))
+        await all_or_cancel(
+            [self._analyze_one(person, img) for img in ready] + [one(img) for img in pending]
+        )
         return None
 
     # -- analyze -------------------------------------------------------------------------
     async def analyze(self, person: Person) -> StageResult:
+        """Whatever is downloaded but not analysed yet (normally nothing: see download)."""
         todo = await self.store.images_of(person.id, "downloaded")
-        if not todo:
-            return None
+        await all_or_cancel([self._analyze_one(person, img) for img in todo])
+        return None
+
+    async def _analyze_one(self, person: Person, img: Image) -> None:
         pool = await self.res.pool()
         crops = layout.candidates_dir(self.cfg, person)
         margin = self.cfg.curation.crop_margin
-
-        async def one(img: Image) -> None:
-            assert img.raw_path is not None  # a downloaded image has its raw file
-            raw = layout.absolute(self.cfg, img.raw_path)
-            fa = await pool.analyze(str(raw))
-            face_path = None
-            if fa.status == "ok" and fa.faces:
-                dest = crops / f"{img.id}.jpg"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                await pool.crop(str(raw), fa.faces[0], margin, str(dest))
-                face_path = layout.relative(self.cfg, dest)
-            log.debug(
-                "image_analyzed",
-                image_id=img.id,
-                status=fa.status,
-                faces=len(fa.faces),
-                timings=fa.timings,
-            )
-            await self.store.record_analysis(
-                img.id,
-                Analyzed(
-                    analysis_status=fa.status,
-                    detail=fa.detail,
-                    faces_json=json.dumps(
-                        [[f.x, f.y, f.w, f.h, round(f.confidence, 4)] for f in fa.faces]
-                    ),
-                    face_count=len(fa.faces),
-                    blur=fa.blur,
-                    brightness=fa.brightness,
-                    contrast=fa.contrast,
-                    embedding=fa.embedding,
-                    phash=fa.phash,
-                    timings_json=json.dumps(fa.timings),
-                    face_path=face_path,
+        assert img.raw_path is not None  # a downloaded image has its raw file
+        raw = layout.absolute(self.cfg, img.raw_path)
+        fa = await pool.analyze(str(raw))
+        face_path = None
+        if fa.status == "ok" and fa.faces:
+            dest = crops / f"{img.id}.jpg"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            await pool.crop(str(raw), fa.faces[0], margin, str(dest))
+            face_path = layout.relative(self.cfg, dest)
+        log.debug(
+            "image_analyzed",
+            image_id=img.id,
+            status=fa.status,
+            faces=len(fa.faces),
+            timings=fa.timings,
+        )
+        await self.store.record_analysis(
+            img.id,
+            Analyzed(
+                analysis_status=fa.status,
+                detail=fa.detail,
+                faces_json=json.dumps(
+                    [[f.x, f.y, f.w, f.h, round(f.confidence, 4)] for f in fa.faces]
                 ),
-            )
-
-        await asyncio.gather(*(one(img) for img in todo))
-        return None
+                face_count=len(fa.faces),
+                blur=fa.blur,
+                brightness=fa.brightness,
+                contrast=fa.contrast,
+                embedding=fa.embedding,
+                phash=fa.phash,
+                timings_json=json.dumps(fa.timings),
+                face_path=face_path,
+            ),
+        )
 
     # -- curate --------------------------------------------------------------------------
     async def curate(self, person: Person) -> StageResult:
@@ -372,6 +380,20 @@ class Stages:
 
         state, reason = await gallery.promote_person(self.cfg, self.store, person)
         return (state, reason)
+
+
+async def all_or_cancel(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the per-image coroutines of a stage together; the first failure cancels the rest
+    and waits for them to stop before it is raised, so nothing writes after the stage has
+    failed (and the daemon has handed the person back)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def accepted_name(person: Person, row: Image) -> str:
