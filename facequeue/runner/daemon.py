@@ -78,7 +78,7 @@ class Daemon:
         await self.store.register_daemon(self.owner, os.getpid(), self.host, self.boot)
         taken = await self._take_over_dead()
         reclaimed = await self.store.reclaim_expired()
-        _sweep_tmp(self.cfg.tmp_dir)
+        await self._sweep_files()
         log.info(
             "daemon_started",
             owner=self.owner,
@@ -251,6 +251,24 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001
             log.error("outcome_not_recorded", error=_one_line(exc))
             return None
+
+    async def _sweep_files(self) -> None:
+        """Crash leftovers: temp files of dead processes, and (when no other daemon shares
+        the data folder) files no row references. Never fatal."""
+        from facequeue.ops.sweep import sweep
+
+        try:
+            stale_s = liveness.STALE_HEARTBEATS * self.cfg.queue.heartbeat_s
+            others = [
+                d
+                for d in await self.store.other_daemons(self.owner)
+                if not liveness.dead_reason(d, self.host, self.boot, stale_s)
+            ]
+            await sweep(self.cfg, self.store, others_alive=bool(others))
+            if others:
+                _sweep_tmp(self.cfg.tmp_dir)
+        except Exception as exc:  # noqa: BLE001 - a failed sweep must not stop the queue
+            log.warning("sweep_failed", error=_one_line(exc))
 
     async def _take_over_dead(self) -> int:
         """Requeue at once the people held by daemons that are known dead."""

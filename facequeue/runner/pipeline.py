@@ -19,7 +19,7 @@ import structlog
 
 from facequeue import layout
 from facequeue.config import Config
-from facequeue.errors import PermanentStageError
+from facequeue.errors import PermanentStageError, StageError
 from facequeue.files import atomic_copy
 from facequeue.stages.originals import delete_originals
 from facequeue.store import Analyzed, Curated, Downloaded, Image, NewImage, Person, Store
@@ -235,6 +235,11 @@ class Stages:
         margin = self.cfg.curation.crop_margin
         assert img.raw_path is not None  # a downloaded image has its raw file
         raw = layout.absolute(self.cfg, img.raw_path)
+        if not raw.is_file():
+            # Raw files are shared by content: another person's curation may have deleted
+            # this one between our rename and our row. Download it again on the retry.
+            await self.store.image_back_to_pending(img.id)
+            raise StageError(f"raw file of image {img.id} vanished; it is downloaded again")
         fa = await pool.analyze(str(raw))
         face_path = None
         if fa.status == "ok" and fa.faces:

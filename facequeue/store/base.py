@@ -212,6 +212,10 @@ class Store(Protocol):
         """The raw originals of these images are being deleted: clear their paths."""
         ...
 
+    async def image_back_to_pending(self, image_id: int) -> None:
+        """A downloaded image whose raw file is gone is downloaded again."""
+        ...
+
     async def referenced_paths(self) -> set[str]:
         """Every raw, face and crop path a row points at (relative to data_dir)."""
         ...

@@ -247,6 +247,14 @@ SET state = :state, reason = :reason, detail = :detail, is_reference = :is_refer
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE id = :id;
 
+-- name: image_back_to_pending
+-- Its raw file vanished before analysis (another person's curation deleted a shared file):
+-- download it again.
+UPDATE images
+SET state = 'pending', raw_path = NULL, sha256 = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND state = 'downloaded';
+
 -- name: forget_raw_path
 UPDATE images SET raw_path = NULL WHERE id = :id;
 

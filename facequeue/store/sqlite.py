@@ -423,6 +423,9 @@ class SqliteStore:
     async def forget_raw_paths(self, image_ids: list[int]) -> None:
         await self._many(Q["forget_raw_path"], [{"id": i} for i in image_ids])
 
+    async def image_back_to_pending(self, image_id: int) -> None:
+        await self._write(Q["image_back_to_pending"], {"id": image_id})
+
     async def referenced_paths(self) -> set[str]:
         raws = await self._all(Q["all_raw_paths"])
         crops = await self._all(Q["all_crop_paths"])
