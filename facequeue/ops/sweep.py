@@ -37,7 +37,7 @@ class SweepResult:
 
 def _dead_temp(path: Path) -> bool:
     match = _ATOMIC_TMP.match(path.name)
-    return bool(match) and not pid_alive(int(match.group(1)))
+    return match is not None and not pid_alive(int(match.group(1)))
 
 
 def _files(folder: Path, depth: int) -> list[Path]:
@@ -55,7 +55,7 @@ def _keep_candidate(rel: str, referenced: set[str], candidate_ids: set[tuple[str
         return True
     path = Path(rel)
     match = _LEADING_ID.match(path.name)
-    return bool(match) and (path.parent.as_posix(), match.group(1)) in candidate_ids
+    return match is not None and (path.parent.as_posix(), match.group(1)) in candidate_ids
 
 
 async def referenced_files(store: Store) -> tuple[set[str], set[tuple[str, str]]]:
@@ -86,18 +86,9 @@ async def sweep(cfg: Config, store: Store, others_alive: bool) -> SweepResult:
         _remove(path, result, data, temp=True)
     referenced, candidate_ids = await referenced_files(store)
     for path in everything:
-        if not path.exists():
-            continue
-        rel = path.relative_to(data).as_posix()
-        if _ATOMIC_TMP.match(path.name):
-            continue  # its writer is alive (dead writers' temp files went above)
-        if path.name.endswith((".tmp", ".part")):
-            _remove(path, result, data, temp=True)
-        elif rel.startswith("candidates/"):
-            if not _keep_candidate(rel, referenced, candidate_ids):
-                _remove(path, result, data)
-        elif rel not in referenced:
-            _remove(path, result, data)
+        verdict = _verdict(path, data, referenced, candidate_ids)
+        if verdict != "keep":
+            _remove(path, result, data, temp=verdict == "temp")
     if result.removed or result.temp_removed:
         log.info(
             "files_swept",
@@ -106,6 +97,20 @@ async def sweep(cfg: Config, store: Store, others_alive: bool) -> SweepResult:
             examples=result.removed[:5],
         )
     return result
+
+
+def _verdict(
+    path: Path, data: Path, referenced: set[str], candidate_ids: set[tuple[str, str]]
+) -> str:
+    """keep | temp | orphan, for a file when no other daemon is alive."""
+    if not path.exists() or _ATOMIC_TMP.match(path.name):
+        return "keep"  # gone already, or its writer is alive (dead writers' went above)
+    if path.name.endswith((".tmp", ".part")):
+        return "temp"
+    rel = path.relative_to(data).as_posix()
+    if rel.startswith("candidates/"):
+        return "keep" if _keep_candidate(rel, referenced, candidate_ids) else "orphan"
+    return "keep" if rel in referenced else "orphan"
 
 
 def _remove(path: Path, result: SweepResult, data: Path, temp: bool = False) -> None:

@@ -17,8 +17,9 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -135,7 +136,10 @@ class Daemon:
             if once and not self.tasks and (idle or not await self._more_now_safe()):
                 break
             # Sleep until the poll interval passes, a person finishes or we are stopped.
-            waiters = [self.stop.wait(), asyncio.sleep(self.cfg.queue.poll_s)]
+            waiters: list[Coroutine[Any, Any, object]] = [
+                self.stop.wait(),
+                asyncio.sleep(self.cfg.queue.poll_s),
+            ]
             if self.tasks:
                 waiters.append(
                     asyncio.wait(list(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
