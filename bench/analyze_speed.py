@@ -2,8 +2,9 @@
 
 Four simulated people (a search result each, 16 images: the person's 6-8 photos, large
 photos of other people first, 2 LFW crops of others, a group photo and a no-face photo;
-64 in all, mostly 1000-4600 px like real search results). Both sides get 2 spawn worker processes on this 2-core machine, the same detector
-and model (config defaults), and write a crop for every accepted image.
+64 in all, mostly 1000-4600 px like real search results). Both sides get 2 spawn worker
+processes on this 2-core machine, the same detector and model (config defaults), and write
+a crop for every accepted image.
 
 - facequeue: one AnalysisPool; every image analyzed once (detect on <= max_side px, one
   aligned chip, one embedding, one pHash), curate() per person, crops through the pool.
@@ -140,81 +141,105 @@ def seed_init(home: str) -> None:
     faces.prepare("Dlib", "dlib", home, False)
 
 
-def seed_person(paths: list[str], out_dir: str, detector: str, model: str, threshold: float) -> int:
-    """The seed's "DeepFace Validation" for one person, with real DeepFace calls."""
+def _seed_save_face(path: str, area: dict, out_dir: str) -> None:
+    import cv2
+
+    img = cv2.imread(path)
+    if img is None:
+        return
+    h, w = img.shape[:2]
+    x, y, fw, fh = area["x"], area["y"], area["w"], area["h"]
+    x1, y1 = max(0, x - int(fw * 0.2)), max(0, y - int(fh * 0.2))
+    x2, y2 = min(w, x + fw + int(fw * 0.2)), min(h, y + fh + int(fh * 0.2))
+    cv2.imwrite(
+        os.path.join(out_dir, f"seed_{os.getpid()}_{time.monotonic_ns()}.jpg"),
+        img[y1:y2, x1:x2],
+    )
+
+
+def _seed_ahash(path: str) -> str | None:
     import cv2
     import imagehash
-    from deepface import DeepFace
     from PIL import Image
 
-    def save_face(path: str, area: dict) -> None:
-        img = cv2.imread(path)
-        if img is None:
-            return
-        h, w = img.shape[:2]
-        x, y, fw, fh = area["x"], area["y"], area["w"], area["h"]
-        x1, y1 = max(0, x - int(fw * 0.2)), max(0, y - int(fh * 0.2))
-        x2, y2 = min(w, x + fw + int(fw * 0.2)), min(h, y + fh + int(fh * 0.2))
-        cv2.imwrite(
-            os.path.join(out_dir, f"seed_{os.getpid()}_{time.monotonic_ns()}.jpg"),
-            img[y1:y2, x1:x2],
+    img = cv2.imread(path)
+    if img is None:
+        return None
+    return str(imagehash.average_hash(Image.fromarray(img[:, :, ::-1]), hash_size=8))
+
+
+def _seed_reference(path: str, detector: str) -> dict | None:
+    """The seed's quality check of a reference candidate: its face area, or None."""
+    import cv2
+    from deepface import DeepFace
+
+    try:
+        found = DeepFace.extract_faces(
+            img_path=path, detector_backend=detector, enforce_detection=False
         )
+    except Exception:
+        return None
+    found = [f for f in found if f.get("confidence", 0) > 0] or []
+    if not found:
+        return None
+    area = found[0]["facial_area"]
+    if area["w"] < 70 or area["h"] < 70 or len(found) > 1:
+        return None
+    face = (found[0]["face"] * 255).astype("uint8")
+    grey = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
+    if cv2.Laplacian(grey, cv2.CV_64F).var() < 100:
+        return None
+    return area
 
-    def ahash(path: str) -> str | None:
-        img = cv2.imread(path)
-        if img is None:
-            return None
-        return str(imagehash.average_hash(Image.fromarray(img[:, :, ::-1]), hash_size=8))
 
+def _seed_verified_area(
+    path: str, refs: list[str], detector: str, model: str, threshold: float
+) -> dict | None:
+    """The seed's verification: the first reference DeepFace.verify says matches."""
+    from deepface import DeepFace
+
+    for ref in refs:
+        try:
+            res = DeepFace.verify(
+                img1_path=ref,
+                img2_path=path,
+                model_name=model,
+                detector_backend=detector,
+                distance_metric="cosine",
+                threshold=threshold,
+                enforce_detection=False,
+            )
+        except Exception:
+            continue
+        if res["verified"]:
+            return res["facial_areas"]["img2"]
+    return None
+
+
+def seed_person(paths: list[str], out_dir: str, detector: str, model: str, threshold: float) -> int:
+    """The seed's "DeepFace Validation" for one person, with real DeepFace calls."""
     refs: list[str] = []
     i = 0
     while i < len(paths) and len(refs) < 3:
         path = paths[i]
         i += 1
-        try:
-            found = DeepFace.extract_faces(
-                img_path=path, detector_backend=detector, enforce_detection=False
-            )
-        except Exception:
-            continue
-        found = [f for f in found if f.get("confidence", 0) > 0] or []
-        if not found:
-            continue
-        area = found[0]["facial_area"]
-        if area["w"] < 70 or area["h"] < 70 or len(found) > 1:
-            continue
-        face = (found[0]["face"] * 255).astype("uint8")
-        grey = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
-        if cv2.Laplacian(grey, cv2.CV_64F).var() < 100:
-            continue
-        save_face(path, area)
-        refs.append(path)
+        area = _seed_reference(path, detector)
+        if area is not None:
+            _seed_save_face(path, area, out_dir)
+            refs.append(path)
     accepted = len(refs)
-    hashes = {ahash(r) for r in refs}
+    hashes = {_seed_ahash(r) for r in refs}
     for path in paths[i:]:
         if accepted >= 40:
             break
-        h = ahash(path)
+        h = _seed_ahash(path)
         if h is None or h in hashes:
             continue
-        for ref in refs:
-            try:
-                res = DeepFace.verify(
-                    img1_path=ref,
-                    img2_path=path,
-                    model_name=model,
-                    detector_backend=detector,
-                    distance_metric="cosine",
-                    threshold=threshold,
-                    enforce_detection=False,
-                )
-            except Exception:
-                continue
-            if res["verified"]:
-                save_face(path, res["facial_areas"]["img2"])
-                accepted += 1
-                hashes.add(h)
-                break
+        area = _seed_verified_area(path, refs, detector, model, threshold)
+        if area is not None:
+            _seed_save_face(path, area, out_dir)
+            accepted += 1
+            hashes.add(h)
     return accepted
 
 
@@ -296,7 +321,8 @@ def main() -> int:
     ratio = sd_t / fq_t
     ok = ratio >= 10 and fq_rss < 1.5 * 2**30
     print(
-        f"speed-up {ratio:.1f}x (target >= 10x); facequeue RSS {fq_rss / 2**30:.2f} GB (target < 1.5 GB): "
+        f"speed-up {ratio:.1f}x (target >= 10x); "
+        f"facequeue RSS {fq_rss / 2**30:.2f} GB (target < 1.5 GB): "
         f"{'MET' if ok else 'NOT MET'}"
     )
     return 0 if ok else 1

@@ -38,7 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from facequeue.stages.curate import (
+from facequeue.stages.curate import (  # noqa: E402 - after the sys.path line above
     Candidate,
     CurationParams,
     curate,
@@ -234,14 +234,19 @@ async def analyze_all(paths: list[str], settings: AnalysisSettings, workers: int
                 )
             )
             t_seed = time.perf_counter() - t
-            cached.update(zip(todo, fresh))
+            cached.update(zip(todo, fresh, strict=False))
             seed = [cached[p] for p in paths]
             if todo:
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
                 cache_file.write_bytes(pickle.dumps(cached))
     finally:
         pool.close()
-    return dict(zip(paths, ours)), dict(zip(paths, seed)), t_ours, t_seed
+    return (
+        dict(zip(paths, ours, strict=False)),
+        dict(zip(paths, seed, strict=False)),
+        t_ours,
+        t_seed,
+    )
 
 
 def main() -> int:
@@ -282,7 +287,7 @@ def main() -> int:
     print()
     # The same over more shuffles/distractor draws (analyses are reused; curation is instant).
     for extra_seed in (11, 23, 31, 43):
-        for ident, items, positives in scenarios(rows, extra_seed):
+        for _ident, items, positives in scenarios(rows, extra_seed):
             if any(p not in ours for p in items):
                 continue
             res = curate([Candidate(k, k, ours[p]) for k, p in enumerate(items)], params)

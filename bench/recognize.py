@@ -111,16 +111,18 @@ async def run_size(
         fast.append(time.perf_counter() - t)
         fast_top.append(m[0].person_id)
 
-    stored = list(zip(index.person_ids.tolist(), list(index.matrix)))  # loaded once, like ours
+    stored = list(
+        zip(index.person_ids.tolist(), list(index.matrix), strict=False)
+    )  # loaded once, like ours
     slow = []
     agree = 0
     n_brute = min(brute_queries, queries)
-    for q, top in zip(qs[:n_brute], fast_top[:n_brute]):
+    for q, top in zip(qs[:n_brute], fast_top[:n_brute], strict=False):
         t = time.perf_counter()
         best = brute_force_search(stored, q, "euclidean", 5)
         slow.append(time.perf_counter() - t)
         agree += best[0][0] == top
-    correct = sum(int(p) == int(w) + 1 for p, w in zip(fast_top, who))
+    correct = sum(int(p) == int(w) + 1 for p, w in zip(fast_top, who, strict=False))
     return {
         "identities": identities,
         "embeddings": len(index),
@@ -157,7 +159,8 @@ async def main() -> None:
     )
     print(
         f"{'identities':>10} {'embeddings':>10} {'matrix':>8} {'load once':>10} "
-        f"{'self-test':>10} {'vectorised':>11} {'p95':>8} {'brute loop':>11} {'speed-up':>9} {'agree':>7} {'top-1':>9}"
+        f"{'self-test':>10} {'vectorised':>11} {'p95':>8} {'brute loop':>11} {'speed-up':>9} "
+        f"{'agree':>7} {'top-1':>9}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
@@ -166,7 +169,8 @@ async def main() -> None:
             )
             print(
                 f"{r['identities']:>10} {r['embeddings']:>10} {r['matrix_mb']:>6.1f}MB "
-                f"{r['load_s'] * 1e3:>8.0f}ms {r['selftest_s'] * 1e3:>8.0f}ms {r['fast_med_ms']:>9.2f}ms {r['fast_p95_ms']:>6.2f}ms "
+                f"{r['load_s'] * 1e3:>8.0f}ms {r['selftest_s'] * 1e3:>8.0f}ms "
+                f"{r['fast_med_ms']:>9.2f}ms {r['fast_p95_ms']:>6.2f}ms "
                 f"{r['slow_med_ms']:>9.1f}ms {r['slow_med_ms'] / r['fast_med_ms']:>8.0f}x "
                 f"{r['agree']:>3}/{r['brute_n']:<3} {r['correct']:>4}/{r['queries']}"
             )

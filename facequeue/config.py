@@ -20,6 +20,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from facequeue.errors import ConfigError
@@ -285,7 +286,7 @@ def _resolve(base: Path, value: str | Path) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _describe(err: dict) -> str:
+def _describe(err: ErrorDetails) -> str:
     key = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":

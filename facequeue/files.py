@@ -70,3 +70,14 @@ def atomic_write_text(dest: str | os.PathLike, text: str) -> Path:
 
 def atomic_copy(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return atomic_write_bytes(dest, Path(src).read_bytes())
+
+
+def remove_unlisted(folder: Path, keep: set[str]) -> None:
+    """After (re)curation a person's folder holds exactly the files in `keep`."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.name not in keep and path.is_file():
+            path.unlink(missing_ok=True)
+    if not any(folder.iterdir()):
+        folder.rmdir()

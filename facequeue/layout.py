@@ -54,3 +54,9 @@ def relative(cfg: Config, path: Path) -> str:
 
 def absolute(cfg: Config, rel: str) -> Path:
     return cfg.data_dir / rel
+
+
+def accepted_name(slug: str, created_at: str | None, image_id: int) -> str:
+    """Stable, unique crop name in the seed's style: Name_YYYYMMDD_HHMMSS_<image id>.jpg."""
+    stamp = (created_at or "")[:19].replace("-", "").replace(":", "").replace("T", "_")
+    return f"{slug}_{stamp or 'undated'}_{image_id}.jpg"

@@ -86,7 +86,8 @@ async def add_person(
         write_crop(str(photo), fa.main_face, 0.2, str(crop))
         await store.conn.execute(
             "INSERT INTO images (person_id, provider, rank, url, state, embedding, crop_path, "
-            "is_reference, distance, raw_path) VALUES (?, 'folder', ?, ?, 'accepted', ?, ?, ?, ?, NULL)",
+            "is_reference, distance, raw_path) "
+            "VALUES (?, 'folder', ?, ?, 'accepted', ?, ?, ?, ?, NULL)",
             (
                 person.id,
                 rank,
@@ -288,7 +289,7 @@ def test_index_agrees_with_brute_force(metric):
     index = GalleryIndex(
         pids, emb, [f"{i}.jpg" for i in range(500)], idents, metric, model="Dlib", threshold=0.6
     )
-    pairs = list(zip(pids.tolist(), emb))
+    pairs = list(zip(pids.tolist(), emb, strict=False))
     for q in rng.normal(size=(5, 128)).astype(np.float32):
         fast = [(m.person_id, m.distance) for m in index.search(q, top=5)]
         slow = brute_force_search(pairs, q, metric, top=5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -17,8 +18,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_wheel_ships_migrations_and_migrates_from_the_installed_copy(tmp_path):
     out = tmp_path / "wheel"
+    # Build from a copy of the source: setuptools leaves build/ beside the sources.
+    src = tmp_path / "src"
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "data", "build", "*.egg-info", "__pycache__"
+        ),
+    )
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
         capture_output=True,
         text=True,
         timeout=600,

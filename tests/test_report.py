@@ -159,7 +159,7 @@ async def build_db(cfg: Config, corpus: Path) -> dict[str, Person]:
                 NewPerson(name="Queued <Person>", slug="Queued_Person", country="USA"),
             ]
         )
-        for key, pid in zip(("tony", "colin", "queued"), res.added):
+        for key, pid in zip(("tony", "colin", "queued"), res.added, strict=False):
             people[key] = await store.get_person(pid)
         conn = store.conn
         raw_dir = cfg.data_dir / "raw"

@@ -195,7 +195,7 @@ def check_weights(cfg: Config) -> Check:
         for table in (faces.MODEL_FILES.get(a.model, []), faces.DETECTOR_FILES.get(a.detector, []))
         for f, _ in table
     ]
-    linkable = bool(shipped) and all(
+    linkable = shipped is not None and all(
         (shipped / n).is_file() for n in names if not (faces.weights_dir(home) / n).is_file()
     )
     if linkable and not any("python package" in m for m in missing):

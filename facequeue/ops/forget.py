@@ -9,14 +9,14 @@ from facequeue.config import Config
 from facequeue.errors import InputError
 from facequeue.stages import gallery
 from facequeue.stages.originals import delete_originals
-from facequeue.store import Person, Store
+from facequeue.store import Person, PersonState, Store
 
 
 async def check_forgettable(cfg: Config, store: Store, person: Person) -> None:
     """A person a live daemon is working on cannot be forgotten (its stages would recreate
     files); one whose daemon died can."""
     live = await store.live_daemons(cfg.queue.heartbeat_s * 3 + 5)
-    if person.state == "running" and live:
+    if person.state == PersonState.RUNNING and live:
         raise InputError(
             f"#{person.id} {person.name} is being processed right now; try again when it is done"
         )

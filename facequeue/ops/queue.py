@@ -6,7 +6,16 @@ from dataclasses import dataclass
 
 from facequeue.config import Config
 from facequeue.errors import InputError, NotFoundError
-from facequeue.store import DaemonInfo, Failure, Person, Progress, ReasonCount, Store
+from facequeue.store import (
+    DaemonInfo,
+    Failure,
+    Person,
+    PersonState,
+    Progress,
+    ReasonCount,
+    Stage,
+    Store,
+)
 
 # a daemon whose heartbeat is older than this many heartbeats is taken for dead
 STALE_HEARTBEATS = 3
@@ -62,11 +71,11 @@ async def queue_recuration(store: Store, people: list[Person]) -> list[int]:
     """Requeue at the curate stage everyone of `people` who has been analyzed; ids queued.
     A person being processed is an error (nothing is requeued then)."""
     for p in people:
-        if p.state == "running":
+        if p.state == PersonState.RUNNING:
             raise InputError(f"#{p.id} {p.name} is being processed right now")
     ids = []
     for p in people:
-        if p.stage in ("curate", "promote", "done"):
-            await store.requeue(p.id, "curate")
+        if p.stage in (Stage.CURATE, Stage.PROMOTE, Stage.DONE):
+            await store.requeue(p.id, Stage.CURATE)
             ids.append(p.id)
     return ids

@@ -70,9 +70,9 @@ def make_thumb(src: Path, dest: Path, px: int = THUMB_PX) -> bool:
     try:
         if dest.is_file() and dest.stat().st_mtime_ns >= src.stat().st_mtime_ns:
             return True
-        with Image.open(src) as im:
-            im.draft("RGB", (px * 2, px * 2))  # JPEG: decode at a reduced scale
-            im = ImageOps.exif_transpose(im)
+        with Image.open(src) as opened:
+            opened.draft("RGB", (px * 2, px * 2))  # JPEG: decode at a reduced scale
+            im: Image.Image = ImageOps.exif_transpose(opened)
             if im.mode not in ("RGB", "L"):
                 rgba = im.convert("RGBA")
                 bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

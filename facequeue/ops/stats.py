@@ -12,7 +12,7 @@ from typing import Any
 
 from facequeue.config import Config
 from facequeue.errors import NotFoundError
-from facequeue.stages.metadata import read_sidecar, sidecar_path
+from facequeue.stages.sidecar_files import read_sidecar, sidecar_path
 from facequeue.store import AcceptedCrop
 
 UNKNOWN = "unknown"
@@ -37,7 +37,7 @@ def record_from_sidecar(
 
 
 def _is_sidecar(data: dict | None) -> bool:
-    return bool(data) and "queryable_attributes" in data and "filename" in data
+    return data is not None and "queryable_attributes" in data and "filename" in data
 
 
 def records_from_dir(directory: str | Path) -> tuple[list[dict], int]:
@@ -50,7 +50,7 @@ def records_from_dir(directory: str | Path) -> tuple[list[dict], int]:
         if path.name.startswith("."):
             continue
         data = read_sidecar(path)
-        if not _is_sidecar(data):
+        if data is None or not _is_sidecar(data):
             bad += 1
             continue
         folder = path.parent.name if path.parent != root else None
@@ -67,7 +67,7 @@ def records_from_rows(rows: Iterable[AcceptedCrop], data_dir: Path) -> tuple[lis
         sidecar = None
         if row.crop_path:
             sidecar = read_sidecar(sidecar_path(Path(data_dir) / row.crop_path))
-        if not _is_sidecar(sidecar):
+        if sidecar is None or not _is_sidecar(sidecar):
             missing += 1
             sidecar = {}
         records.append(record_from_sidecar(sidecar, person=row.person, country=row.country))
@@ -130,7 +130,7 @@ def plot(stats: dict[str, Any], dest: str | Path, title: str = "facequeue datase
     ]
     fig, axes = plt.subplots(4, 2, figsize=(12, 16))
     flat = axes.ravel()
-    for ax, (key, label) in zip(flat, panels):
+    for ax, (key, label) in zip(flat, panels, strict=False):
         items = list(stats[key].items())[:20]
         ax.barh([str(k) for k, _ in items][::-1], [v for _, v in items][::-1], color="#4c72b0")
         ax.set_title(label)

@@ -13,27 +13,45 @@ import json
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from facequeue import layout
 from facequeue.config import Config
 from facequeue.errors import PermanentStageError, StageError
-from facequeue.files import atomic_copy
+from facequeue.files import atomic_copy, remove_unlisted
 from facequeue.stages.originals import delete_originals
-from facequeue.store import Analyzed, Curated, Downloaded, Image, NewImage, Person, Store
+from facequeue.store import (
+    Analyzed,
+    Curated,
+    Downloaded,
+    Image,
+    ImageState,
+    NewImage,
+    Person,
+    PersonState,
+    Stage,
+    Store,
+)
 
-STAGES = ("search", "download", "analyze", "curate", "promote")
+STAGES = tuple(s.value for s in Stage if s is not Stage.DONE)  # in order
 StageResult = tuple[str, str | None] | None
 StageFn = Callable[[Person], Awaitable[StageResult]]
+
+if TYPE_CHECKING:  # imported on first use at run time (fast CLI start)
+    import aiohttp
+
+    from facequeue.stages.download import Downloader
+    from facequeue.stages.search import Provider
+    from facequeue.vision.analyze import AnalysisPool
 
 log = structlog.get_logger("facequeue.runner.pipeline")
 
 
 def next_stage(stage: str) -> str:
     i = STAGES.index(stage)
-    return STAGES[i + 1] if i + 1 < len(STAGES) else "done"
+    return STAGES[i + 1] if i + 1 < len(STAGES) else Stage.DONE
 
 
 class Pipeline:
@@ -46,7 +64,7 @@ class Pipeline:
     async def run_person(self, person: Person, owner: str) -> str:
         """Returns the state the person ends in."""
         stage = person.stage
-        while stage != "done":
+        while stage != Stage.DONE:
             fn = self.stages[stage]
             with structlog.contextvars.bound_contextvars(stage=stage):
                 log.info("stage_started")
@@ -60,9 +78,9 @@ class Pipeline:
                 log.info("person_finished", state=state, reason=reason)
                 return state
             stage = next_stage(stage)
-            if stage == "done":
-                await self.store.finish(person.id, owner, "promoted", None)
-                return "promoted"
+            if stage == Stage.DONE:
+                await self.store.finish(person.id, owner, PersonState.PROMOTED, None)
+                return PersonState.PROMOTED
             await self.store.advance_stage(person.id, owner, stage)
             person = replace(person, stage=stage)
         return person.state
@@ -73,13 +91,13 @@ class Resources:
     """The daemon's shared, lazily created clients: one HTTP session, one process pool."""
 
     cfg: Config
-    _session: object = None
-    _downloader: object = None
-    _provider: object = None
-    _pool: object = None
+    _session: aiohttp.ClientSession | None = None
+    _downloader: Downloader | None = None
+    _provider: Provider | None = None
+    _pool: AnalysisPool | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def downloader(self):
+    async def downloader(self) -> Downloader:
         from facequeue.stages import download
 
         async with self._lock:
@@ -88,16 +106,17 @@ class Resources:
                 self._downloader = download.Downloader(self.cfg, self._session)
             return self._downloader
 
-    async def provider(self):
+    async def provider(self) -> Provider:
         from facequeue.stages import search
 
         await self.downloader()
         async with self._lock:
             if self._provider is None:
+                assert self._session is not None  # made with the downloader
                 self._provider = search.make_provider(self.cfg, self._session)
             return self._provider
 
-    async def pool(self):
+    async def pool(self) -> AnalysisPool:
         from facequeue.vision import analyze
 
         async with self._lock:
@@ -178,21 +197,19 @@ class Stages:
 
     # -- download (and analysis as images arrive) ----------------------------------------
     async def download(self, person: Person) -> StageResult:
-        """Download the pending images; each is analysed as soon as it is stored, so the
-        CPU-bound analysis overlaps the downloads. Every image's progress is its own row
-        (downloaded, then analyzed): a killed daemon resumes exactly, and images downloaded
-        before a crash but not analysed are analysed here too (or by the analyze stage)."""
+        """Each image is analysed once stored, overlapping the downloads; rows record progress."""
         downloader = await self.res.downloader()
-        pending = await self.store.images_of(person.id, "pending")
-        ready = await self.store.images_of(person.id, "downloaded")
-        raw_dir = self.cfg.raw_dir
+        pending = await self.store.images_of(person.id, ImageState.PENDING)
+        ready = await self.store.images_of(person.id, ImageState.DOWNLOADED)
 
         async def one(img: Image) -> None:
             if img.provider == "folder":
-                outcome = await downloader.ingest_file(Path(img.url), raw_dir)
+                outcome = await downloader.ingest_file(Path(img.url), self.cfg.raw_dir)
             else:
-                outcome = await downloader.fetch(img.url, raw_dir)
+                outcome = await downloader.fetch(img.url, self.cfg.raw_dir)
             if outcome.ok:
+                # a successful outcome always has its file, digest and size
+                assert outcome.sha256 and outcome.path and outcome.size is not None
                 raw_path = layout.relative(self.cfg, outcome.path)
                 await self.store.mark_downloaded(
                     img.id,
@@ -207,7 +224,9 @@ class Stages:
                         format=outcome.format,
                     ),
                 )
-                await self._analyze_one(person, replace(img, state="downloaded", raw_path=raw_path))
+                await self._analyze_one(
+                    person, replace(img, state=ImageState.DOWNLOADED, raw_path=raw_path)
+                )
             else:
                 log.info(
                     "image_rejected",
@@ -215,7 +234,9 @@ class Stages:
                     reason=outcome.reason,
                     detail=outcome.detail,
                 )
-                await self.store.reject_image(img.id, outcome.reason, outcome.detail)
+                await self.store.reject_image(
+                    img.id, outcome.reason or "download_failed", outcome.detail
+                )
 
         await all_or_cancel(
             [self._analyze_one(person, img) for img in ready] + [one(img) for img in pending]
@@ -224,8 +245,8 @@ class Stages:
 
     # -- analyze -------------------------------------------------------------------------
     async def analyze(self, person: Person) -> StageResult:
-        """Whatever is downloaded but not analysed yet (normally nothing: see download)."""
-        todo = await self.store.images_of(person.id, "downloaded")
+        """Images downloaded but not analysed yet (normally none: see download)."""
+        todo = await self.store.images_of(person.id, ImageState.DOWNLOADED)
         await all_or_cancel([self._analyze_one(person, img) for img in todo])
         return None
 
@@ -236,8 +257,7 @@ class Stages:
         assert img.raw_path is not None  # a downloaded image has its raw file
         raw = layout.absolute(self.cfg, img.raw_path)
         if not raw.is_file():
-            # Raw files are shared by content: another person's curation may have deleted
-            # this one between our rename and our row. Download it again on the retry.
+            # Shared by content: another person's curation deleted it. Download it again.
             await self.store.image_back_to_pending(img.id)
             raise StageError(f"raw file of image {img.id} vanished; it is downloaded again")
         fa = await pool.analyze(str(raw))
@@ -317,7 +337,7 @@ class Stages:
             row = by_id[d.image_id]
             crop_rel = None
             if d.state == "accepted":
-                dest = out_dir / accepted_name(person, row)
+                dest = out_dir / layout.accepted_name(person.slug, row.created_at, row.id)
                 writes.append(self._write_accepted(person, row, dest, d))
                 crop_rel = layout.relative(self.cfg, dest)
                 keep.update({dest.name, dest.with_suffix(".json").name})
@@ -337,7 +357,7 @@ class Stages:
             *writes
         )  # crops + sidecars first, rows after: never a row without its file
         await self.store.record_curation(updates)
-        _remove_unlisted(out_dir, keep)
+        remove_unlisted(out_dir, keep)
         if not self.cfg.curation.keep_originals:
             await delete_originals(self.cfg, self.store, person.id, rows)
         accepted = sum(1 for d in result.decisions if d.state == "accepted")
@@ -388,9 +408,8 @@ class Stages:
 
 
 async def all_or_cancel(coros: list[Coroutine[Any, Any, None]]) -> None:
-    """Run the per-image coroutines of a stage together; the first failure cancels the rest
-    and waits for them to stop before it is raised, so nothing writes after the stage has
-    failed (and the daemon has handed the person back)."""
+    """Run a stage's per-image coroutines; the first failure cancels and awaits the rest
+    before it is raised: nothing writes after the stage failed."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
         await asyncio.gather(*tasks)
@@ -399,20 +418,3 @@ async def all_or_cancel(coros: list[Coroutine[Any, Any, None]]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def accepted_name(person: Person, row: Image) -> str:
-    """Stable, unique crop name in the seed's style: Name_YYYYMMDD_HHMMSS_<image id>.jpg."""
-    stamp = (row.created_at or "")[:19].replace("-", "").replace(":", "").replace("T", "_")
-    return f"{person.slug}_{stamp or 'undated'}_{row.id}.jpg"
-
-
-def _remove_unlisted(folder: Path, keep: set[str]) -> None:
-    """After (re)curation the folder holds exactly the accepted crops and their sidecars."""
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        if path.name not in keep and path.is_file():
-            path.unlink(missing_ok=True)
-    if not any(folder.iterdir()):
-        folder.rmdir()

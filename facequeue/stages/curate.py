@@ -26,44 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from facequeue.config import Config
 from facequeue.vision.analyze import FaceAnalysis
-
-# DeepFace 0.0.103 deepface/config/threshold.py (copied: importing deepface here would load
-# the whole engine into a module that must stay pure and light).
-THRESHOLDS: dict[str, dict[str, float]] = {
-    "VGG-Face": {"cosine": 0.68, "euclidean": 1.17, "euclidean_l2": 1.17},
-    "Facenet": {"cosine": 0.40, "euclidean": 10, "euclidean_l2": 0.80},
-    "Facenet512": {"cosine": 0.30, "euclidean": 23.56, "euclidean_l2": 1.04},
-    "ArcFace": {"cosine": 0.68, "euclidean": 4.15, "euclidean_l2": 1.13},
-    "Dlib": {"cosine": 0.07, "euclidean": 0.6, "euclidean_l2": 0.4},
-    "SFace": {"cosine": 0.593, "euclidean": 10.734, "euclidean_l2": 1.055},
-    "OpenFace": {"cosine": 0.10, "euclidean": 0.55, "euclidean_l2": 0.55},
-    "DeepFace": {"cosine": 0.23, "euclidean": 64, "euclidean_l2": 0.64},
-    "DeepID": {"cosine": 0.015, "euclidean": 45, "euclidean_l2": 0.17},
-    "GhostFaceNet": {"cosine": 0.65, "euclidean": 35.71, "euclidean_l2": 1.10},
-    "Buffalo_L": {"cosine": 0.55, "euclidean": 0.6, "euclidean_l2": 1.1},
-}
-METRICS = ("cosine", "euclidean", "euclidean_l2")
-
-
-def default_metric(model: str) -> str:
-    """dlib's descriptor is trained for plain euclidean distance (0.6); the others for cosine."""
-    return "euclidean" if model == "Dlib" else "cosine"
-
-
-def default_threshold(model: str, metric: str) -> float:
-    try:
-        return float(THRESHOLDS[model][metric])
-    except KeyError:
-        try:  # a model newer than our copy: ask DeepFace itself
-            from deepface.config.threshold import thresholds
-
-            return float(thresholds[model][metric])
-        except Exception:
-            raise ValueError(
-                f"no default threshold for model {model!r} with metric {metric!r}; "
-                "set curation.threshold"
-            ) from None
+from facequeue.vision.distance import (
+    METRICS,
+    default_metric,
+    default_threshold,
+    distance_matrix,
+)
 
 
 @dataclass(frozen=True)
@@ -104,11 +74,11 @@ class CurationParams:
         return cls(model=model, metric=metric, threshold=float(thr), **kw)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> CurationParams:
+    def from_config(cls, cfg: Config) -> CurationParams:
         a, c = cfg.analysis, cfg.curation
         return cls.for_model(
             a.model,
-            getattr(c, "metric", "") or None,
+            c.metric or None,
             c.threshold,
             min_references=c.min_references,
             max_references=max(c.max_references, c.min_references),
@@ -117,12 +87,11 @@ class CurationParams:
             duplicate_distance=c.duplicate_distance,
             min_face_px=a.min_face_px,
             extra_face_fraction=a.extra_face_fraction,
-            extra_face_min_confidence=getattr(a, "extra_face_min_confidence", 0.15),
+            extra_face_min_confidence=a.extra_face_min_confidence,
             blur_min=a.blur_min,
-            ambiguity_ratio=getattr(c, "ambiguity_ratio", 0.8),
-            reference_factor=getattr(c, "reference_factor", 1.0),
-            spread_factor=getattr(c, "spread_factor", 1.3),
-            spread_floor=getattr(c, "spread_floor", 0.75),
+            ambiguity_ratio=c.ambiguity_ratio,
+            spread_factor=c.spread_factor,
+            spread_floor=c.spread_floor,
         )
 
 
@@ -148,18 +117,6 @@ class CurationResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def distance_matrix(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if metric in ("cosine", "euclidean_l2"):
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    if metric == "cosine":
-        return np.clip(1.0 - a @ b.T, 0.0, 2.0)
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(sq, 0.0))
 
 
 def gate(a: FaceAnalysis, p: CurationParams) -> str | None:
@@ -230,13 +187,21 @@ def _best_group(d: np.ndarray, t: float, allowed: np.ndarray, seeds: Sequence[in
 
 
 # --------------------------------------------------------------------------- curate
+# Two index spaces: `i` indexes `candidates`; `k` indexes `unique` (the distinct usable
+# faces) and so the rows of the distance matrix `d`. unique[k] maps k back to i.
 
 
-def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationResult:
-    p = params
+class _NoConsensus(Exception):
+    """Reference selection failed; the message is the person's state reason."""
+
+
+def _gate_all(
+    candidates: Sequence[Candidate], p: CurationParams
+) -> tuple[list[int], dict[int, str], dict[int, float]]:
+    """Step 1: (usable i's, rejection reasons, quality of the usable)."""
     reasons: dict[int, str] = {}
     qual: dict[int, float] = {}
-    usable: list[int] = []  # indexes into candidates
+    usable: list[int] = []
     for i, c in enumerate(candidates):
         r = gate(c.analysis, p)
         if r is None:
@@ -244,142 +209,208 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
             qual[i] = quality(c.analysis, p)
         else:
             reasons[i] = r
+    return usable, reasons, qual
 
-    # Near-duplicates: best copy first (an anchor always wins), then by quality, then rank.
-    usable.sort(key=lambda i: (not candidates[i].anchor, -qual[i], candidates[i].rank))
-    vecs = {i: candidates[i].analysis.vector() for i in usable}
+
+def _vectors(candidates: Sequence[Candidate], usable: list[int]) -> dict[int, np.ndarray]:
+    vecs: dict[int, np.ndarray] = {}
+    for i in usable:
+        v = candidates[i].analysis.vector()
+        assert v is not None  # gate() rejects an image without an embedding
+        vecs[i] = v
     dims = {len(v) for v in vecs.values()}
     if len(dims) > 1:
         raise ValueError(
             f"embeddings of different sizes {sorted(dims)}: analyses from different models"
         )
-    # A pHash match must also look like the same person (aligned faces share structure).
+    return vecs
+
+
+def _copy_of(
+    i: int,
+    unique: list[int],
+    candidates: Sequence[Candidate],
+    vecs: dict[int, np.ndarray],
+    p: CurationParams,
+) -> int | None:
+    """Position in `unique` of an image that `i` is a copy of, if any. A pHash match must
+    also look like the same person (aligned faces share structure)."""
+    if not unique:
+        return None
+    a = candidates[i].analysis
+    dd = distance_matrix(vecs[i][None], np.array([vecs[k] for k in unique]), p.metric)[0]
+    for pos, (k, dist) in enumerate(zip(unique, dd, strict=True)):
+        if dist <= p.duplicate_distance:
+            return pos
+        ph = candidates[k].analysis.phash
+        if dist <= 0.5 * p.threshold and a.phash and ph:
+            if _hamming(a.phash, ph) <= p.phash_distance:
+                return pos
+    return None
+
+
+def _dedup(
+    candidates: Sequence[Candidate],
+    usable: list[int],
+    vecs: dict[int, np.ndarray],
+    qual: dict[int, float],
+    reasons: dict[int, str],
+    p: CurationParams,
+) -> list[int]:
+    """Step 2: the distinct usable images (i's); copies get reason 'duplicate'.
+    Best copy first (an anchor always wins), then by quality, then rank."""
+    usable.sort(key=lambda i: (not candidates[i].anchor, -qual[i], candidates[i].rank))
     unique: list[int] = []
     for i in usable:
-        a = candidates[i].analysis
-        match = None
-        if unique:
-            dd = distance_matrix(vecs[i][None], np.array([vecs[k] for k in unique]), p.metric)[0]
-            for pos, (k, dist) in enumerate(zip(unique, dd)):
-                ph = candidates[k].analysis.phash
-                if dist <= p.duplicate_distance or (
-                    dist <= 0.5 * p.threshold
-                    and a.phash
-                    and ph
-                    and _hamming(a.phash, ph) <= p.phash_distance
-                ):
-                    match = pos
-                    break
+        match = _copy_of(i, unique, candidates, vecs, p)
         if match is None:
             unique.append(i)
             continue
         k = unique[match]
         # Of two copies, the clearly larger one wins unless it is clearly worse.
-        bigger = a.faces[0].w >= 1.25 * candidates[k].analysis.faces[0].w
+        bigger = candidates[i].analysis.faces[0].w >= 1.25 * candidates[k].analysis.faces[0].w
         if bigger and qual[i] >= qual[k] - 0.1 and not candidates[k].anchor:
             unique[match] = i
             reasons[k] = "duplicate"
         else:
             reasons[i] = "duplicate"
+    return unique
 
-    def finish(
-        outcome: str, why: str | None, refs: list[int], dist: dict[int, float]
-    ) -> CurationResult:
-        ref_set = set(refs)
-        decisions = []
-        for i, c in enumerate(candidates):
-            r = reasons.get(i)
-            decisions.append(
-                Decision(
-                    image_id=c.image_id,
-                    state="rejected" if r else "accepted",
-                    reason=r,
-                    is_reference=i in ref_set and not r,
-                    distance=dist.get(i),
-                    quality=qual.get(i),
-                )
-            )
-        return CurationResult(
-            outcome, why, tuple(decisions), tuple(candidates[i].image_id for i in refs)
+
+def _anchored_group(d: np.ndarray, tr: float, anchors: list[int], p: CurationParams) -> list[int]:
+    """Step 3 with anchors: the group must contain every usable anchor, grown from them."""
+    group = list(anchors)
+    if any(d[a, b] > tr for a in anchors for b in anchors):
+        raise _NoConsensus("the anchor photos do not agree with each other")
+    for j in np.argsort(d[anchors].mean(0), kind="stable"):
+        j = int(j)
+        if j not in group and all(d[j, m] <= tr for m in group):
+            group.append(j)
+    if len(group) < p.min_references:
+        raise _NoConsensus(
+            f"the anchor agrees with only {len(group) - 1} other face(s), "
+            f"need {p.min_references - 1}"
         )
+    return group
 
-    def no_consensus(why: str, dist: dict[int, float] | None = None) -> CurationResult:
-        for i in unique:
-            reasons[i] = "no_consensus"
-        return finish("no_consensus", why, [], dist or {})
 
-    if len(unique) < p.min_references:
-        return no_consensus(
-            f"only {len(unique)} usable distinct faces, need {p.min_references} "
-            "to agree on references"
-        )
-
-    mat = np.array([vecs[i] for i in unique])
-    d = distance_matrix(mat, mat, p.metric)
-    n = len(unique)
+def _consensus_group(d: np.ndarray, tr: float, p: CurationParams) -> list[int]:
+    """Step 3 without anchors: the largest mutually close group, unless a rival group
+    (disjoint, far from this one, nearly as large) makes the person ambiguous."""
+    n = len(d)
     everyone = np.ones(n, bool)
-    tr = p.threshold * p.reference_factor  # references agree more tightly than verification
-    anchors = [k for k, i in enumerate(unique) if candidates[i].anchor]
-    if anchors:
-        # The group must contain every usable anchor: grow it from the anchors.
-        group = list(anchors)
-        if any(d[a, b] > tr for a in anchors for b in anchors):
-            return no_consensus("the anchor photos do not agree with each other")
-        order = np.argsort(d[anchors].mean(0), kind="stable")
-        for j in order:
-            j = int(j)
-            if j not in group and all(d[j, m] <= tr for m in group):
-                group.append(j)
-        if len(group) < p.min_references:
-            return no_consensus(
-                f"the anchor agrees with only {len(group) - 1} other face(s), "
-                f"need {p.min_references - 1}"
-            )
-    else:
-        group = _best_group(d, tr, everyone, range(n))
-        if len(group) < p.min_references:
-            return no_consensus(
-                f"largest group of mutually matching faces has {len(group)}, "
-                f"need {p.min_references}"
-            )
-        # A rival group: disjoint, far from this one, and nearly as large -> ambiguous.
-        outside = everyone.copy()
-        outside[group] = False
-        far = outside & (np.median(d[:, group], axis=1) > p.threshold)
-        rival = _best_group(d, tr, far, [k for k in range(n) if far[k]])
-        if len(rival) >= p.min_references and len(rival) >= p.ambiguity_ratio * len(group):
-            return no_consensus(
-                f"ambiguous: two different faces recur ({len(group)} and {len(rival)} photos)"
-            )
+    group = _best_group(d, tr, everyone, range(n))
+    if len(group) < p.min_references:
+        raise _NoConsensus(
+            f"largest group of mutually matching faces has {len(group)}, need {p.min_references}"
+        )
+    outside = everyone.copy()
+    outside[group] = False
+    far = outside & (np.median(d[:, group], axis=1) > p.threshold)
+    rival = _best_group(d, tr, far, [k for k in range(n) if far[k]])
+    if len(rival) >= p.min_references and len(rival) >= p.ambiguity_ratio * len(group):
+        raise _NoConsensus(
+            f"ambiguous: two different faces recur ({len(group)} and {len(rival)} photos)"
+        )
+    return group
 
-    # Outliers of the group (a look-alike can be within the threshold of everyone) are not
-    # references: a member must be as close to the others as the group typically is.
-    if len(group) > p.min_references:
-        gg = d[np.ix_(group, group)]
-        loo = np.array([np.median(np.delete(gg[k], k)) for k in range(len(group))])
-        limit = max(p.spread_floor * p.threshold, p.spread_factor * float(np.median(loo)))
-        kept = [g for g, v in zip(group, loo) if v <= limit or g in anchors]
-        if len(kept) >= p.min_references:
-            group = kept
-    # References: the group's most central members (medoid first); anchors always included.
+
+def _drop_outliers(
+    d: np.ndarray, group: list[int], anchors: list[int], p: CurationParams
+) -> list[int]:
+    """A look-alike can be within the threshold of everyone: a member must be as close to
+    the others as the group typically is."""
+    if len(group) <= p.min_references:
+        return group
+    gg = d[np.ix_(group, group)]
+    loo = np.array([np.median(np.delete(gg[k], k)) for k in range(len(group))])
+    limit = max(p.spread_floor * p.threshold, p.spread_factor * float(np.median(loo)))
+    kept = [g for g, v in zip(group, loo, strict=True) if v <= limit or g in anchors]
+    return kept if len(kept) >= p.min_references else group
+
+
+def _references(
+    d: np.ndarray, group: list[int], anchors: list[int], p: CurationParams
+) -> list[int]:
+    """The group's most central members (medoid first); anchors always included."""
     centrality = d[np.ix_(group, group)].mean(1)
     ranked = [group[k] for k in np.argsort(centrality, kind="stable")]
     refs = [k for k in ranked if k in anchors]
-    refs += [k for k in ranked if k not in anchors][: max(0, p.max_references - len(refs))]
-    ref_d = d[:, refs]
-    med = np.median(ref_d, axis=1)
-    # Per-person calibration: a candidate must be about as close to the references as they
-    # are to each other (spread_factor x their mean leave-one-out median), never farther
-    # than the model threshold and never stricter than spread_floor x the threshold.
-    if len(refs) > 1:
-        rr = d[np.ix_(refs, refs)]
-        loo = [float(np.median(np.delete(rr[k], k))) for k in range(len(refs))]
-        accept_t = min(
-            p.threshold, max(p.spread_floor * p.threshold, p.spread_factor * float(np.mean(loo)))
-        )
-    else:
-        accept_t = p.threshold
+    return refs + [k for k in ranked if k not in anchors][: max(0, p.max_references - len(refs))]
 
+
+def _acceptance_threshold(d: np.ndarray, refs: list[int], p: CurationParams) -> float:
+    """Per-person calibration: a candidate must be about as close to the references as they
+    are to each other (spread_factor x their mean leave-one-out median), never farther than
+    the model threshold and never stricter than spread_floor x the threshold."""
+    if len(refs) <= 1:
+        return p.threshold
+    rr = d[np.ix_(refs, refs)]
+    loo = [float(np.median(np.delete(rr[k], k))) for k in range(len(refs))]
+    return min(
+        p.threshold, max(p.spread_floor * p.threshold, p.spread_factor * float(np.mean(loo)))
+    )
+
+
+def _result(
+    candidates: Sequence[Candidate],
+    reasons: dict[int, str],
+    qual: dict[int, float],
+    outcome: str,
+    why: str | None,
+    refs: list[int],
+    dist: dict[int, float],
+) -> CurationResult:
+    """One decision per candidate (refs and dist keyed by i)."""
+    ref_set = set(refs)
+    decisions = tuple(
+        Decision(
+            image_id=c.image_id,
+            state="rejected" if reasons.get(i) else "accepted",
+            reason=reasons.get(i),
+            is_reference=i in ref_set and not reasons.get(i),
+            distance=dist.get(i),
+            quality=qual.get(i),
+        )
+        for i, c in enumerate(candidates)
+    )
+    return CurationResult(outcome, why, decisions, tuple(candidates[i].image_id for i in refs))
+
+
+def _choose_group(
+    candidates: Sequence[Candidate], unique: list[int], d: np.ndarray, p: CurationParams
+) -> tuple[list[int], list[int]]:
+    """Step 3: (group, anchors) as k's; _NoConsensus when there is none."""
+    if len(unique) < p.min_references:
+        raise _NoConsensus(
+            f"only {len(unique)} usable distinct faces, need {p.min_references} "
+            "to agree on references"
+        )
+    tr = p.threshold * p.reference_factor  # references agree more tightly than verification
+    anchors = [k for k, i in enumerate(unique) if candidates[i].anchor]
+    group = _anchored_group(d, tr, anchors, p) if anchors else _consensus_group(d, tr, p)
+    return _drop_outliers(d, group, anchors, p), anchors
+
+
+def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationResult:
+    """Steps 1-5 of the module docstring over one person's analyzed images."""
+    p = params
+    usable, reasons, qual = _gate_all(candidates, p)
+    vecs = _vectors(candidates, usable)
+    unique = _dedup(candidates, usable, vecs, qual, reasons, p)
+    mat = np.array([vecs[i] for i in unique])
+    d = distance_matrix(mat, mat, p.metric) if unique else np.zeros((0, 0))
+    try:
+        group, anchors = _choose_group(candidates, unique, d, p)
+    except _NoConsensus as exc:
+        for i in unique:
+            reasons[i] = "no_consensus"
+        return _result(candidates, reasons, qual, "no_consensus", str(exc), [], {})
+    refs = _references(d, group, anchors, p)
+
+    # Step 4: verification by the median distance to the references.
+    med = np.median(d[:, refs], axis=1)
+    accept_t = _acceptance_threshold(d, refs, p)
     dist: dict[int, float] = {}
     accepted: list[int] = []
     for k, i in enumerate(unique):
@@ -388,15 +419,15 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
             accepted.append(i)
         else:
             reasons[i] = "not_same_person"
-    # The duplicates' distance too, for review.
-    for i in usable:
-        if i not in dist and vecs[i] is not None:
+    for i in usable:  # the duplicates' distance too, for review
+        if i not in dist:
             dist[i] = round(
                 float(np.median(distance_matrix(vecs[i][None], mat[refs], p.metric))), 4
             )
 
+    # Step 5: the cap, references first, then by quality.
     ref_idx = {unique[k] for k in refs}
     accepted.sort(key=lambda i: (i not in ref_idx, -qual[i], candidates[i].rank))
     for i in accepted[p.max_per_person :]:
         reasons[i] = "over_cap"
-    return finish("curated", None, [unique[k] for k in refs], dist)
+    return _result(candidates, reasons, qual, "curated", None, [unique[k] for k in refs], dist)

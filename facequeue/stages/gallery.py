@@ -334,7 +334,7 @@ async def self_test(
             test, nearest = leave_one_out(index, person_id)
             results.append(test)
             stale = []
-            for p, d in zip(index.block_ids.tolist(), nearest.tolist()):
+            for p, d in zip(index.block_ids.tolist(), nearest.tolist(), strict=True):
                 current = known.get(p)
                 limit = max(index.threshold * 1.25, math.inf if current is None else current)
                 if p != person_id and d <= limit:

@@ -13,23 +13,31 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from facequeue.errors import FacequeueError
-from facequeue.files import atomic_write_text
+from facequeue.stages.sidecar_files import (
+    IMAGE_EXTENSIONS,
+    SidecarInvalid,
+    load_schema,
+    read_sidecar,
+    scan_images,
+    sidecar_path,
+    validate_sidecar,
+    validation_errors,
+    write_sidecar,
+)
 from facequeue.vision import attributes
 
+if TYPE_CHECKING:  # numpy/OpenCV load on first use
+    from facequeue.config import Config
+    from facequeue.vision.analyze import AnalysisSettings
+
 SCHEMA_VERSION = 1
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 RETROACTIVE_SOURCE = "unknown (generated retroactively)"
 FACE_ID_RE = re.compile(r"face_(\d{8})_(\d{6})_(\d{3})_([0-9A-Za-z]+)")
 
@@ -41,10 +49,6 @@ QUALITY_FACE_LOW = 70  # px, shorter side of the face box (analysis.min_face_px)
 QUALITY_FACE_HIGH = 150
 QUALITY_CONTRAST_HIGH = 30.0
 DEMOGRAPHY_MARGIN = 0.2
-
-
-class SidecarInvalid(FacequeueError):
-    """A sidecar does not validate against schemas/sidecar.schema.json."""
 
 
 # ============================================================================ pool side
@@ -70,7 +74,7 @@ def _file_facts(path: Path) -> dict[str, Any]:
     return facts
 
 
-def describe_image(path: str, settings: Any) -> dict[str, Any]:
+def describe_image(path: str, settings: AnalysisSettings) -> dict[str, Any]:
     """Everything the sidecar needs about one image, computed in one pass (pool function).
 
     Decodes once (``analyze.decode_image``), runs ``analyze.analyze_bgr`` (one detection,
@@ -155,11 +159,6 @@ def describe_image(path: str, settings: Any) -> dict[str, Any]:
 # ============================================================================ parent side
 
 
-def sidecar_path(image_path: str | os.PathLike) -> Path:
-    """The sidecar of an image: same folder and base name, `.json`."""
-    return Path(image_path).with_suffix(".json")
-
-
 def _utc_iso(ts: float | None = None) -> str:
     dt = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
     return dt.isoformat(timespec="microseconds")
@@ -217,7 +216,7 @@ def quality_level(described: dict[str, Any] | None) -> str:
     return "medium"
 
 
-def _names(settings: Any) -> tuple[str | None, str | None]:
+def _names(settings: AnalysisSettings | Config) -> tuple[str | None, str | None]:
     a = getattr(settings, "analysis", settings)  # a Config or AnalysisSettings
     return getattr(a, "detector", None), getattr(a, "model", None)
 
@@ -237,7 +236,7 @@ def build_sidecar(
     analysis_of_crop: dict | None,
     person: dict | None,
     image_row: dict | None,
-    settings: Any,
+    settings: AnalysisSettings | Config,
     previous: dict | None = None,
     generator: str | None = None,
     file_path: str | None = None,
@@ -267,56 +266,17 @@ def build_sidecar(
     prev = previous if (retroactive and isinstance(previous, dict)) else {}
     row = image_row or {}
     now = _utc_iso()
-
-    created_ts = _parse_ts(row.get("created_at"))
-    face_id, download_date = face_id_and_date(path, created_ts)
-    if (
-        retroactive
-        and re.fullmatch(r"\d{8}_\d{6}_\d{3}", str(prev.get("face_id", "")))
-        and re.fullmatch(r"\d{8} \d\d:\d\d:\d\d", str(prev.get("download_date", "")))
-    ):
-        face_id, download_date = prev["face_id"], prev["download_date"]  # kept on --force
-    if created_ts is not None:
-        download_ts = _utc_iso(created_ts)
-    else:
-        download_ts = (
-            prev.get("download_timestamp") if _parse_ts(prev.get("download_timestamp")) else now
-        )
-    source_url = row.get("url") or prev.get("source_url") or RETROACTIVE_SOURCE
-
     faces = d.get("faces") or []
-    skin, hair = d.get("skin"), d.get("hair")
     demo = d.get("demographics") or dict(_NO_DEMOGRAPHICS)
-    age = demo.get("age")
-    age_grp, age_str, sex = attributes.age_group(age), attributes.age_bucket(age), demo.get("sex")
-    skin_tone = skin["category"] if skin else None
-    detector, model = _names(settings)
-    has_face = bool(faces)
-
-    if person:
-        person_block = {
-            "name": person.get("name"),
-            "country": person.get("country"),
-            "occupation": person.get("occupation"),
-        }
-    else:
-        person_block = prev.get("person") if isinstance(prev.get("person"), dict) else None
-    if row:
-        source_block = {k: row.get(k) for k in ("provider", "page_url", "license", "author")}
-        source_block["sha256"] = row.get("sha256")
-    else:
-        source_block = prev.get("source") if isinstance(prev.get("source"), dict) else None
-    prev_analysis = prev.get("analysis") if isinstance(prev.get("analysis"), dict) else {}
-    distance = row.get("distance") if row else prev_analysis.get("distance_to_references")
-
-    sidecar = {
+    origin = _provenance(path, row, prev, now)
+    return {  # the seed's keys in the seed's order, then facequeue's
         "filename": path.name,
         "file_path": file_path if file_path is not None else str(crop_path),
-        "face_id": face_id,
+        "face_id": origin["face_id"],
         "md5_hash": facts["md5"],
-        "download_timestamp": download_ts,
-        "download_date": download_date,
-        "source_url": source_url,
+        "download_timestamp": origin["download_timestamp"],
+        "download_date": origin["download_date"],
+        "source_url": origin["source_url"],
         "file_size_kb": round(facts["bytes"] / 1024.0, 2),
         "image_properties": {
             "width": d.get("width"),
@@ -324,28 +284,8 @@ def build_sidecar(
             "format": facts.get("format"),
             "mode": facts.get("mode"),
         },
-        "face_features": {
-            "brightness": d.get("brightness"),
-            "contrast": d.get("contrast"),
-            "saturation": d.get("saturation"),
-            "faces_detected": len(faces),
-            "face_regions": [f[:4] for f in faces],
-            "skin_tone": skin_tone,
-            "hair_color": hair["label"] if hair else None,
-            "age_group": age_grp,
-            "estimated_age": age_str,
-            "estimated_sex": sex,
-            "dominant_colors": d.get("dominant_colors") or [],
-        },
-        "queryable_attributes": {
-            "brightness_level": brightness_level(d.get("brightness")),
-            "image_quality": quality_level(d),
-            "has_face": has_face,
-            "face_count": len(faces),
-            "sex": sex,
-            "age_group": age_grp,
-            "skin_tone": skin_tone,
-        },
+        "face_features": _face_features(d, faces, demo),
+        "queryable_attributes": _queryable_attributes(d, faces, demo),
         "metadata_generated": {
             "generated_at": now,
             "generator": generator
@@ -355,95 +295,113 @@ def build_sidecar(
         # ---- facequeue additions
         "schema_version": SCHEMA_VERSION,
         "sha256": facts["sha256"],
-        "person": person_block,
-        "source": source_block,
-        "analysis": {
-            "status": d.get("status", "not_analysed"),
-            "detail": d.get("detail"),
-            "detector": d.get("detector", detector),
-            "model": d.get("model", model),
-            "blur": d.get("blur") if d.get("blur") is not None else row.get("blur"),
-            "face_brightness": d.get("face_brightness"),
-            "face_contrast": d.get("face_contrast"),
-            "phash": d.get("phash"),
-            "face_confidences": [f[4] for f in faces],
-            "distance_to_references": distance,
-            "is_reference": bool(row.get("is_reference")) if row else None,
-        },
-        "skin": skin,
-        "hair": hair,
+        "person": _person_block(person, prev),
+        "source": _source_block(row, prev),
+        "analysis": _analysis_block(d, faces, row, prev, settings),
+        "skin": d.get("skin"),
+        "hair": d.get("hair"),
         "demographics": {
             k: demo.get(k) for k in ("available", "reason", "age", "sex", "sex_confidence")
         },
     }
-    return sidecar
 
 
-# ============================================================================ schema, writing
+def _prev_dict(prev: dict, key: str) -> dict | None:
+    value = prev.get(key)
+    return value if isinstance(value, dict) else None
 
 
-@lru_cache(maxsize=1)
-def load_schema() -> dict:
-    """The sidecar JSON Schema (package data facequeue/schemas/sidecar.schema.json)."""
-    text = resources.files("facequeue").joinpath("schemas/sidecar.schema.json").read_text("utf-8")
-    return json.loads(text)
+def _provenance(path: Path, row: dict, prev: dict, now: str) -> dict[str, Any]:
+    """face_id, download_date, download_timestamp and source_url: from the database row,
+    else kept from a previous well-formed sidecar (--force), else from the file."""
+    created_ts = _parse_ts(row.get("created_at"))
+    face_id, download_date = face_id_and_date(path, created_ts)
+    if (
+        not row
+        and re.fullmatch(r"\d{8}_\d{6}_\d{3}", str(prev.get("face_id", "")))
+        and re.fullmatch(r"\d{8} \d\d:\d\d:\d\d", str(prev.get("download_date", "")))
+    ):
+        face_id, download_date = prev["face_id"], prev["download_date"]  # kept on --force
+    if created_ts is not None:
+        download_ts = _utc_iso(created_ts)
+    elif _parse_ts(prev.get("download_timestamp")):
+        download_ts = prev["download_timestamp"]
+    else:
+        download_ts = now
+    return {
+        "face_id": face_id,
+        "download_timestamp": download_ts,
+        "download_date": download_date,
+        "source_url": row.get("url") or prev.get("source_url") or RETROACTIVE_SOURCE,
+    }
 
 
-@lru_cache(maxsize=1)
-def _validator() -> Any:
-    import jsonschema
-
-    schema = load_schema()
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
-def validation_errors(sidecar: dict) -> list[str]:
-    """One line per schema violation ('' path means the top level)."""
-    errs = sorted(_validator().iter_errors(sidecar), key=lambda e: list(e.absolute_path))
-    return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errs]
-
-
-def validate_sidecar(sidecar: dict) -> None:
-    """Raise SidecarInvalid naming the first violations."""
-    errors = validation_errors(sidecar)
-    if errors:
-        raise SidecarInvalid("sidecar does not match the schema: " + "; ".join(errors[:3]))
+def _face_features(d: dict, faces: list, demo: dict) -> dict[str, Any]:
+    skin, hair, age = d.get("skin"), d.get("hair"), demo.get("age")
+    return {
+        "brightness": d.get("brightness"),
+        "contrast": d.get("contrast"),
+        "saturation": d.get("saturation"),
+        "faces_detected": len(faces),
+        "face_regions": [f[:4] for f in faces],
+        "skin_tone": skin["category"] if skin else None,
+        "hair_color": hair["label"] if hair else None,
+        "age_group": attributes.age_group(age),
+        "estimated_age": attributes.age_bucket(age),
+        "estimated_sex": demo.get("sex"),
+        "dominant_colors": d.get("dominant_colors") or [],
+    }
 
 
-def write_sidecar(crop_path: str | os.PathLike, sidecar: dict) -> Path:
-    """Validate ``sidecar`` and write it atomically next to the image; returns its path."""
-    validate_sidecar(sidecar)
-    dest = sidecar_path(crop_path)
-    atomic_write_text(dest, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
-    return dest
+def _queryable_attributes(d: dict, faces: list, demo: dict) -> dict[str, Any]:
+    skin = d.get("skin")
+    return {
+        "brightness_level": brightness_level(d.get("brightness")),
+        "image_quality": quality_level(d),
+        "has_face": bool(faces),
+        "face_count": len(faces),
+        "sex": demo.get("sex"),
+        "age_group": attributes.age_group(demo.get("age")),
+        "skin_tone": skin["category"] if skin else None,
+    }
 
 
-def read_sidecar(path: str | os.PathLike) -> dict | None:
-    """A sidecar's dict, or None when missing or not a JSON object."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+def _person_block(person: dict | None, prev: dict) -> dict | None:
+    if person:
+        return {k: person.get(k) for k in ("name", "country", "occupation")}
+    return _prev_dict(prev, "person")
 
 
-# ============================================================================ scanning
+def _source_block(row: dict, prev: dict) -> dict | None:
+    if not row:
+        return _prev_dict(prev, "source")
+    return {k: row.get(k) for k in ("provider", "page_url", "license", "author", "sha256")}
 
 
-def scan_images(directory: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    """Image files (JPG/JPEG/PNG/WebP, any case) in a folder, sorted; hidden files skipped."""
-    root = Path(directory)
-    it: Iterable[Path] = root.rglob("*") if recursive else root.iterdir()
-    return sorted(
-        p
-        for p in it
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-    )
+def _analysis_block(
+    d: dict, faces: list, row: dict, prev: dict, settings: AnalysisSettings | Config
+) -> dict[str, Any]:
+    detector, model = _names(settings)
+    prev_analysis = _prev_dict(prev, "analysis") or {}
+    return {
+        "status": d.get("status", "not_analysed"),
+        "detail": d.get("detail"),
+        "detector": d.get("detector", detector),
+        "model": d.get("model", model),
+        "blur": d.get("blur") if d.get("blur") is not None else row.get("blur"),
+        "face_brightness": d.get("face_brightness"),
+        "face_contrast": d.get("face_contrast"),
+        "phash": d.get("phash"),
+        "face_confidences": [f[4] for f in faces],
+        "distance_to_references": (
+            row.get("distance") if row else prev_analysis.get("distance_to_references")
+        ),
+        "is_reference": bool(row.get("is_reference")) if row else None,
+    }
 
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "describe_image",
     "build_sidecar",
     "write_sidecar",

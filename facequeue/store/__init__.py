@@ -12,10 +12,12 @@ from facequeue.config import Config
 from facequeue.store.base import Store
 from facequeue.store.migrate import MIGRATIONS_DIR, migration_files
 from facequeue.store.records import (
+    AT_REST,
     AcceptedCrop,
     AddResult,
     Analyzed,
     Curated,
+    CurationReason,
     DaemonInfo,
     DaemonLiveness,
     Downloaded,
@@ -27,16 +29,19 @@ from facequeue.store.records import (
     GalleryIdentity,
     GallerySummary,
     Image,
+    ImageState,
     ImageTotals,
     NewImage,
     NewPerson,
     Person,
+    PersonState,
     Progress,
     ReasonCount,
     RejectReason,
     ReportImage,
     ReportPerson,
     SelfTest,
+    Stage,
 )
 from facequeue.store.sqlite import SqliteStore
 
@@ -56,11 +61,13 @@ async def open_store(cfg: Config, migrate: bool = True) -> AsyncIterator[Store]:
 
 
 __all__ = [
+    "AT_REST",
     "MIGRATIONS_DIR",
     "AcceptedCrop",
     "AddResult",
     "Analyzed",
     "Curated",
+    "CurationReason",
     "DaemonInfo",
     "DaemonLiveness",
     "Downloaded",
@@ -72,10 +79,12 @@ __all__ = [
     "GalleryIdentity",
     "GallerySummary",
     "Image",
+    "ImageState",
     "ImageTotals",
     "NewImage",
     "NewPerson",
     "Person",
+    "PersonState",
     "Progress",
     "ReasonCount",
     "RejectReason",
@@ -83,6 +92,7 @@ __all__ = [
     "ReportPerson",
     "SelfTest",
     "SqliteStore",
+    "Stage",
     "Store",
     "connect",
     "migration_files",

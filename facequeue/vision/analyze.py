@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from facequeue.config import Config
 from facequeue.errors import ModelWeightsMissing
 from facequeue.files import atomic_write_bytes
 from facequeue.vision import engine
@@ -41,7 +42,7 @@ class AnalysisSettings:
     chip_size: int = CHIP_SIZE
 
     @classmethod
-    def from_config(cls, cfg: Any) -> AnalysisSettings:
+    def from_config(cls, cfg: Config) -> AnalysisSettings:
         a = cfg.analysis
         return cls(
             detector=a.detector,
@@ -99,8 +100,8 @@ def decode_image(path: str) -> np.ndarray:
     if not data:
         raise ValueError("empty file")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = ImageOps.exif_transpose(im)
+        with Image.open(io.BytesIO(data)) as opened:
+            im: Image.Image = ImageOps.exif_transpose(opened)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
                 bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -215,7 +216,7 @@ def _dlib_regions(small: np.ndarray, need_eyes: bool) -> list[Any]:
         dets, scores, _ = hog.run(small, 1)
     h, w = small.shape[:2]
     out = []
-    for det, score in zip(dets, scores):
+    for det, score in zip(dets, scores, strict=True):
         x, y = max(0, det.left()), max(0, det.top())
         fw, fh = min(det.right(), w) - x, min(det.bottom(), h) - y
         left_eye = right_eye = None
@@ -418,7 +419,8 @@ class AnalysisPool:
         return [f.result() for f in futs]
 
     def pids(self) -> list[int]:
-        return [p.pid for p in (self._executor._processes or {}).values()]  # noqa: SLF001
+        procs = (self._executor._processes or {}).values()  # noqa: SLF001
+        return [p.pid for p in procs if p.pid is not None]
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
