@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp import web
 from servers import serve
 
 from facequeue.config import Config
+from facequeue.errors import StageError
 from facequeue.runner.pipeline import Resources, Stages, all_or_cancel
-from facequeue.store import NewImage, NewPerson, SqliteStore
+from facequeue.store import Downloaded, NewImage, NewPerson, SqliteStore
 
 
 async def wait_for(predicate, what: str, limit_s: float = 300.0) -> None:
@@ -109,4 +111,37 @@ async def test_a_failed_image_task_cancels_its_siblings_before_the_error_is_rais
         await asyncio.sleep(0.05)
         assert (await store.images_of(pid))[1].state == "pending"
     finally:
+        await store.close()
+
+
+async def test_raw_file_deleted_by_another_persons_curation_is_downloaded_again(tmp_path):
+    """Raw files are shared by content; if one vanished between download and analysis the
+    stage fails (retried) and the image goes back to pending: never a rejection."""
+    cfg = Config(data_dir=tmp_path / "data")
+    store = await SqliteStore.open(cfg.db_path)
+    res = Resources(cfg)
+    try:
+        (pid,) = (await store.add_people([NewPerson("A B", "A_B", "Serbia")])).added
+        await store.insert_images([NewImage(person_id=pid, provider="t", rank=0, url="u0")])
+        (img,) = await store.images_of(pid)
+        await store.mark_downloaded(
+            img.id,
+            Downloaded(
+                sha256="ab" * 32,
+                raw_path="raw/ab/" + "ab" * 32 + ".jpg",  # never written: "deleted"
+                final_url="u0",
+                content_type="image/jpeg",
+                bytes=10,
+                width=200,
+                height=200,
+                format="JPEG",
+            ),
+        )
+        person = await store.get_person(pid)
+        with pytest.raises(StageError, match="downloaded again"):
+            await Stages(cfg, store, res).analyze(person)
+        (again,) = await store.images_of(pid)
+        assert (again.state, again.raw_path, again.reason) == ("pending", None, None)
+    finally:
+        await res.close()
         await store.close()

@@ -251,15 +251,15 @@ class Stages:
         return None
 
     async def _analyze_one(self, person: Person, img: Image) -> None:
-        pool = await self.res.pool()
-        crops = layout.candidates_dir(self.cfg, person)
-        margin = self.cfg.curation.crop_margin
         assert img.raw_path is not None  # a downloaded image has its raw file
         raw = layout.absolute(self.cfg, img.raw_path)
         if not raw.is_file():
             # Shared by content: another person's curation deleted it. Download it again.
             await self.store.image_back_to_pending(img.id)
             raise StageError(f"raw file of image {img.id} vanished; it is downloaded again")
+        pool = await self.res.pool()
+        crops = layout.candidates_dir(self.cfg, person)
+        margin = self.cfg.curation.crop_margin
         fa = await pool.analyze(str(raw))
         face_path = None
         if fa.status == "ok" and fa.faces:
