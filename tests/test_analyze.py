@@ -24,6 +24,8 @@ from facequeue.vision.analyze import (
     write_crop,
 )
 
+pytestmark = pytest.mark.model
+
 PARAMS = CurationParams.for_model("Dlib")
 
 

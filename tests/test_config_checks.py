@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 from test_cli import run
 
+pytestmark = pytest.mark.slow  # CLI subprocesses
+
+
 BAD = [
     ('[download]\nallowed_networks = ["10.0.0.0/33"]\n', "download.allowed_networks"),
     ('[download]\nallowed_networks = ["not-a-net"]\n', "download.allowed_networks"),

@@ -16,7 +16,15 @@ import pytest
 from servers import fake_services
 from test_end_to_end import cli, photos
 
-PEOPLE = ["Colin Powell", "Laura Bush", "Kofi Annan", "Tony Blair", "Condoleezza Rice"]
+PEOPLE = [
+    "Colin Powell",
+    "Laura Bush",
+    "Kofi Annan",
+    "Tony Blair",
+    "Condoleezza Rice",
+    "Barack Obama",
+    "Vladimir Putin",
+]
 
 
 def config(tmp_path: Path, name: str, svc, weights: Path) -> Path:
@@ -58,6 +66,7 @@ def outcome(cfg: Path) -> tuple[dict, set, list]:
 
 
 @pytest.mark.slow
+@pytest.mark.model
 async def test_sigkill_real_pipeline_default_config_matches_uninterrupted(tmp_path, testdata_dir):
     rng = random.Random(20261201)
     weights = tmp_path / "deepface"
@@ -96,7 +105,7 @@ async def test_sigkill_real_pipeline_default_config_matches_uninterrupted(tmp_pa
                 env={**os.environ},
             )
             try:
-                await asyncio.wait_for(proc.wait(), rng.uniform(2.0, 6.0))
+                await asyncio.wait_for(proc.wait(), rng.uniform(1.0, 3.5))
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

@@ -8,6 +8,8 @@ import sqlite3
 import pytest
 from test_cli import run
 
+pytestmark = pytest.mark.slow  # CLI subprocesses
+
 
 @pytest.fixture
 def cfg(tmp_path):

@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from servers import fake_services
 
+pytestmark = [pytest.mark.slow, pytest.mark.model]
+
+
 WHO = "deepface_person_01"  # ~3.9 MB of photos: more than the disk has free
 
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 import shutil
 import sqlite3
 
+import pytest
 from servers import fake_services
 from test_end_to_end import cli, photos
 
 from facequeue.store import MIGRATIONS_DIR, NewPerson, SqliteStore
+
+pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 
 async def test_two_people_whose_country_folds_alike_never_share_a_folder(tmp_path, testdata_dir):

@@ -13,6 +13,11 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # builds a wheel
+
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -24,6 +24,7 @@ async def wait_for(predicate, what: str, limit_s: float = 300.0) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.model
 async def test_images_are_analysed_while_others_still_download(tmp_path, testdata_dir):
     photos = sorted((testdata_dir / "people" / "Colin_Powell").iterdir())[:3]
     gate = asyncio.Event()

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from test_cli import run
 
+pytestmark = pytest.mark.slow  # CLI subprocesses
+
+
 REFERENCED = [
     "raw/ab/" + "ab" * 32 + ".jpg",
     "faces/Ana__Serbia/Ana_20260101_000000_1.jpg",

@@ -52,6 +52,7 @@ def test_unit_is_notify_with_watchdog_after_time_sync():
     assert "@system-service" in keys["SystemCallFilter"]
 
 
+@pytest.mark.slow
 def test_daemon_sends_ready_watchdog_and_stopping_over_notify_socket(tmp_path):
     cfg = tmp_path / "facequeue.toml"
     cfg.write_text('data_dir = "data"\n[queue]\npoll_s = 0.1\n')
@@ -74,11 +75,12 @@ def test_daemon_sends_ready_watchdog_and_stopping_over_notify_socket(tmp_path):
         proc.send_signal(signal.SIGTERM)
         while "STOPPING=1" not in got:
             got.append(sock.recv(4096).decode())
-        assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()[-2000:]
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()[-2000:]
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        proc.communicate()  # reaps it and closes its pipe
         sock.close()
 
 

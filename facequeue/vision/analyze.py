@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from facequeue.config import Config
+from facequeue.config import AnalysisConfig, Config
 from facequeue.errors import ModelWeightsMissing
 from facequeue.files import atomic_write_bytes
 from facequeue.vision import engine
@@ -31,14 +31,19 @@ CHIP_SIZE = 150  # dlib's aligned chip; also the normalised size for blur / hash
 CHIP_PADDING = 0.25  # dlib.get_face_chip default
 
 
+_DEFAULTS = AnalysisConfig()  # defaults live in the config model only
+
+
 @dataclass(frozen=True)
 class AnalysisSettings:
-    detector: str = "dlib"
-    model: str = "Dlib"
-    max_side: int = 1024
-    align: bool = True
-    deepface_home: str = ""
-    allow_weight_download: bool = False
+    """What a worker process needs of the config (small and picklable)."""
+
+    detector: str = _DEFAULTS.detector
+    model: str = _DEFAULTS.model
+    max_side: int = _DEFAULTS.max_side
+    align: bool = _DEFAULTS.align
+    deepface_home: str = _DEFAULTS.deepface_home
+    allow_weight_download: bool = _DEFAULTS.allow_weight_download
     chip_size: int = CHIP_SIZE
 
     @classmethod
@@ -335,6 +340,32 @@ def analyze_bgr(img: np.ndarray, settings: AnalysisSettings) -> FaceAnalysis:
     )
 
 
+def embed_every_face(
+    img: np.ndarray, settings: AnalysisSettings, min_side: int
+) -> tuple[list[tuple[Face, bytes | None]], dict[str, float]]:
+    """Every detected face (largest first) with its embedding, aligned exactly as analysis
+    aligns the main face; a face narrower than `min_side` px gets None. (Recognition's
+    entry point: one detection, one embedding per face.)"""
+    _ensure(settings)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    detected, _ = _detect(img, settings)
+    timings["detect"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out: list[tuple[Face, bytes | None]] = []
+    for face, eyes in detected:
+        if min(face.w, face.h) < min_side:
+            out.append((face, None))
+            continue
+        if _STATE.get("sp") is not None:
+            chip = _dlib_chip(img, face, settings.chip_size)
+        else:
+            chip = _eye_chip(img, face, eyes, settings.chip_size, settings.align)
+        out.append((face, _embed(chip)))
+    timings["embed"] = time.perf_counter() - t
+    return out, timings
+
+
 def _embed(chip_bgr: np.ndarray) -> bytes:
     """One embedding of an already cropped/aligned face through DeepFace (detector 'skip')."""
     from deepface import DeepFace
@@ -462,6 +493,7 @@ __all__ = [
     "init_worker",
     "analyze_image",
     "analyze_bgr",
+    "embed_every_face",
     "decode_image",
     "write_crop",
     "crop_box",

@@ -276,52 +276,20 @@ def embed_faces(path: str, settings: AnalysisSettings) -> QueryPhoto:
         return QueryPhoto("unreadable", str(exc), 0, 0)
     h, w = img.shape[:2]
     timings = {"decode": time.perf_counter() - t0}
-    if all(hasattr(analyze, n) for n in ("_ensure", "_detect", "_embed", "_STATE")):
-        analyze._ensure(settings)
-        t = time.perf_counter()
-        detected, _ = analyze._detect(img, settings)
-        timings["detect"] = time.perf_counter() - t
-        t = time.perf_counter()
-        out = []
-        for face, eyes in detected:
-            if min(face.w, face.h) < MIN_EMBED_PX:
-                out.append(
-                    QueryFace(
-                        face.x,
-                        face.y,
-                        face.w,
-                        face.h,
-                        face.confidence,
-                        None,
-                        f"too small to recognise ({face.w}x{face.h} px)",
-                    )
-                )
-                continue
-            if analyze._STATE.get("sp") is not None:
-                chip = analyze._dlib_chip(img, face, settings.chip_size)
-            else:
-                chip = analyze._eye_chip(img, face, eyes, settings.chip_size, settings.align)
-            out.append(
-                QueryFace(face.x, face.y, face.w, face.h, face.confidence, analyze._embed(chip))
-            )
-        timings["embed"] = time.perf_counter() - t
-    else:  # fallback through the public API: analyse a margin crop around each face
-        first = analyze.analyze_bgr(img, settings)
-        out = []
-        for face in first.faces:
-            x0, y0, x1, y1 = analyze.crop_box(face, 0.5, w, h)
-            sub = analyze.analyze_bgr(np.ascontiguousarray(img[y0:y1, x0:x1]), settings)
-            out.append(
-                QueryFace(
-                    face.x,
-                    face.y,
-                    face.w,
-                    face.h,
-                    face.confidence,
-                    sub.embedding,
-                    None if sub.embedding else "no face in the crop",
-                )
-            )
+    faces, more = analyze.embed_every_face(img, settings, MIN_EMBED_PX)
+    timings.update(more)
+    out = [
+        QueryFace(
+            face.x,
+            face.y,
+            face.w,
+            face.h,
+            face.confidence,
+            embedding,
+            None if embedding else f"too small to recognise ({face.w}x{face.h} px)",
+        )
+        for face, embedding in faces
+    ]
     if not out:
         return QueryPhoto("no_face", "no face detected", w, h, (), timings)
     return QueryPhoto("ok", None, w, h, tuple(out), timings)
