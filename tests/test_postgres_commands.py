@@ -14,10 +14,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from fake_services import FakeOpenAI
-from wikidata_endpoint import WikidataEndpoint
-from wikidata_world import serbia_world
 from servers import fake_services
 from test_add_country import world_llm
+from wikidata_endpoint import WikidataEndpoint
+from wikidata_world import serbia_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]  # subprocesses, real face models
 

@@ -27,7 +27,7 @@ import structlog
 from yarl import URL
 
 from facequeue.config import Config
-from facequeue.files import owner_is_dead, owner_tag, temp_name
+from facequeue.files import local_io_error, owner_is_dead, owner_tag, temp_name
 from facequeue.retry import next_delay, retry_after_seconds
 from facequeue.stages.addresses import (
     AddressPolicy,
@@ -114,6 +114,14 @@ class _Step:
     content_type: str | None = None
 
 
+def _network_error(exc: Exception) -> _Step:
+    """A failed transfer is retried; a write that failed on our own disk fails the stage."""
+    local = None if isinstance(exc, aiohttp.ClientError) else local_io_error(exc)
+    if local is not None:
+        raise local from None
+    return _Step("retry", "connection_error", f"{type(exc).__name__}: {exc}")
+
+
 class Downloader:
     def __init__(self, cfg: Config, session: aiohttp.ClientSession | None = None) -> None:
         self.cfg = cfg
@@ -171,6 +179,8 @@ class Downloader:
         except TimeoutError:
             out = _fail(url, "deadline", f"not done within download.deadline_s = {deadline:g} s")
         except Exception as exc:  # noqa: BLE001 - a bug must not take the batch down
+            if (local := local_io_error(exc)) is not None:
+                raise local from None
             log.error("download_internal_error", url=url, error=f"{type(exc).__name__}: {exc}")
             return _fail(url, "internal_error", f"{type(exc).__name__}: {exc}")
         finally:
@@ -193,6 +203,8 @@ class Downloader:
         try:
             body = await asyncio.to_thread(read_file, src, self._tmp_path())
         except OSError as exc:
+            if (local := local_io_error(exc)) is not None and exc.filename != str(src):
+                raise local from None  # our disk (the spool), not the source file
             return _fail(url, "unreadable", f"cannot read {src}: {exc.strerror or exc}")
         return await self._store(url, url, _Step("ok", body=body, size=body.size), Path(dest_dir))
 
@@ -316,7 +328,7 @@ class Downloader:
         except aiohttp.InvalidURL as exc:
             return _Step("fail", "bad_url", f"invalid URL: {exc}")
         except (aiohttp.ClientError, OSError) as exc:
-            return _Step("retry", "connection_error", f"{type(exc).__name__}: {exc}")
+            return _network_error(exc)  # a spool write on our full disk fails the stage
 
     async def _answer(self, url: URL, resp: aiohttp.ClientResponse) -> _Step:
         d = self.cfg.download
