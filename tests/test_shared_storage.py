@@ -15,7 +15,7 @@ from PIL import Image
 
 from facequeue.files import atomic_write_bytes, owner_is_dead, owner_tag, temp_name, temp_owner
 from facequeue.runner.daemon import _sweep_tmp
-from facequeue.stages import download
+from facequeue.stages.bodies import Body, place
 
 
 def dead_pid() -> int:
@@ -70,14 +70,13 @@ def _png() -> bytes:
 def _store_many(folder: str, rounds: int) -> None:
     """One 'machine': download the same picture again and again into the shared raw store."""
     body = _png()
-    sha = hashlib.sha256(body).hexdigest()
     for _ in range(rounds):
         tmp = Path(folder) / "tmp" / temp_name("dl", "part")
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(body)
-        reason, *_rest, dest = download._finish(tmp, sha, Path(folder) / "raw", 10**8, 10)
-        assert reason is None and dest.read_bytes() == body
-        tmp.unlink(missing_ok=True)
+        whole = Body(sha256=None, size=len(body), data=body)
+        dest = place(whole, Path(folder) / "raw", "png", str(tmp))
+        assert dest.read_bytes() == body
+        assert not tmp.exists()
 
 
 def test_two_writers_of_the_same_image_leave_one_whole_file(tmp_path):
