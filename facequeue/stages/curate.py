@@ -26,7 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from facequeue.vision.analyze import FaceAnalysis
+from facequeue.stages import curate_faces
+from facequeue.vision.analyze import FaceAnalysis, FaceValues
+
+# Analysis outcomes that are a rejection reason as they are (analysis failed for this image).
+FAILED_ANALYSIS = ("unreadable", "analysis_error", "analysis_crashed", "analysis_timeout")
 
 # DeepFace 0.0.103 deepface/config/threshold.py (copied: importing deepface here would load
 # the whole engine into a module that must stay pure and light).
@@ -134,6 +138,7 @@ class Decision:
     is_reference: bool
     distance: float | None  # median distance to the references
     quality: float | None
+    face_index: int | None = None  # the face kept (index into analysis.faces); None if rejected
 
 
 @dataclass(frozen=True)
@@ -164,18 +169,18 @@ def distance_matrix(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
 
 def gate(a: FaceAnalysis, p: CurationParams) -> str | None:
     """The quality-gate rejection reason of one analysis, or None when usable."""
-    if a.status == "unreadable":
-        return "unreadable"
+    if a.status in FAILED_ANALYSIS:
+        return a.status
     if a.status != "ok" or not a.faces:
         return "no_face"
-    main = a.faces[0]
-    extra = [
-        f
-        for f in a.faces[1:]
-        if f.w >= p.extra_face_fraction * main.w and f.confidence >= p.extra_face_min_confidence
-    ]
-    if extra:
+    if len(curate_faces.significant(a, p.extra_face_fraction, p.extra_face_min_confidence)) > 1:
         return "multi_face"
+    return face_gate(a, p)
+
+
+def face_gate(a: FaceAnalysis, p: CurationParams) -> str | None:
+    """Size, sharpness and embedding of the main face (faces[0]) of an analysis."""
+    main = a.faces[0]
     if min(main.w, main.h) < p.min_face_px:
         return "too_small"
     if a.blur is None or a.blur < p.blur_min:
@@ -198,8 +203,20 @@ def quality(a: FaceAnalysis, p: CurationParams) -> float:
     return round(0.4 * size + 0.3 * sharp + 0.1 * expo + 0.1 * contrast + 0.1 * conf, 4)
 
 
-def _hamming(h1: str, h2: str) -> int:
-    return bin(int(h1, 16) ^ int(h2, 16)).count("1")
+def _main_values(a: FaceAnalysis) -> FaceValues:
+    v = a.values_of(0)
+    if v is not None:
+        return v
+    return FaceValues(0, a.blur or 0.0, 0.0, 0.0, a.embedding or b"", a.phash or "", "")
+
+
+def _copies(a: FaceAnalysis, b: FaceAnalysis, dist: float, p: CurationParams) -> bool:
+    va, vb = _main_values(a), _main_values(b)
+    return curate_faces.is_copy(
+        va, vb, dist, p.duplicate_distance, 0.5 * p.threshold, p.phash_distance
+    ) or curate_faces.is_copy(
+        vb, va, dist, p.duplicate_distance, 0.5 * p.threshold, p.phash_distance
+    )
 
 
 def _greedy_group(seed: int, d: np.ndarray, t: float, allowed: np.ndarray) -> list[int]:
@@ -237,6 +254,8 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
     reasons: dict[int, str] = {}
     qual: dict[int, float] = {}
     usable: list[int] = []  # indexes into candidates
+    groups: list[int] = []  # photos with several faces: one of them may be the person
+    chosen: dict[int, int] = {}  # candidate -> the face kept when it is not faces[0]
     for i, c in enumerate(candidates):
         r = gate(c.analysis, p)
         if r is None:
@@ -244,6 +263,8 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
             qual[i] = quality(c.analysis, p)
         else:
             reasons[i] = r
+            if r == "multi_face" and len(c.analysis.embedded) > 1:
+                groups.append(i)
 
     # Near-duplicates: best copy first (an anchor always wins), then by quality, then rank.
     usable.sort(key=lambda i: (not candidates[i].anchor, -qual[i], candidates[i].rank))
@@ -260,14 +281,8 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
         match = None
         if unique:
             dd = distance_matrix(vecs[i][None], np.array([vecs[k] for k in unique]), p.metric)[0]
-            for pos, (k, dist) in enumerate(zip(unique, dd)):
-                ph = candidates[k].analysis.phash
-                if dist <= p.duplicate_distance or (
-                    dist <= 0.5 * p.threshold
-                    and a.phash
-                    and ph
-                    and _hamming(a.phash, ph) <= p.phash_distance
-                ):
+            for pos, (k, dist) in enumerate(zip(unique, dd, strict=True)):
+                if _copies(a, candidates[k].analysis, float(dist), p):
                     match = pos
                     break
         if match is None:
@@ -297,6 +312,7 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
                     is_reference=i in ref_set and not r,
                     distance=dist.get(i),
                     quality=qual.get(i),
+                    face_index=None if r else chosen.get(i, 0),
                 )
             )
         return CurationResult(
@@ -358,7 +374,7 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
         gg = d[np.ix_(group, group)]
         loo = np.array([np.median(np.delete(gg[k], k)) for k in range(len(group))])
         limit = max(p.spread_floor * p.threshold, p.spread_factor * float(np.median(loo)))
-        kept = [g for g, v in zip(group, loo) if v <= limit or g in anchors]
+        kept = [g for g, v in zip(group, loo, strict=True) if v <= limit or g in anchors]
         if len(kept) >= p.min_references:
             group = kept
     # References: the group's most central members (medoid first); anchors always included.
@@ -388,6 +404,17 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
             accepted.append(i)
         else:
             reasons[i] = "not_same_person"
+    # Photos with several people: the one face that is the person, if it is clear.
+    kept = [candidates[i].analysis for i in accepted]
+    for i, pick in _pick_groups(candidates, groups, mat[refs], accept_t, kept, p).items():
+        dist[i] = pick.distance  # type: ignore[assignment]
+        if pick.index is None:
+            reasons[i] = pick.reason or "multi_face"
+            continue
+        del reasons[i]
+        chosen[i] = pick.index
+        qual[i] = quality(candidates[i].analysis.with_face(pick.index), p)
+        accepted.append(i)
     # The duplicates' distance too, for review.
     for i in usable:
         if i not in dist and vecs[i] is not None:
@@ -400,3 +427,51 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
     for i in accepted[p.max_per_person :]:
         reasons[i] = "over_cap"
     return finish("curated", None, [unique[k] for k in refs], dist)
+
+
+def _pick_groups(
+    candidates: Sequence[Candidate],
+    groups: list[int],
+    ref_mat: np.ndarray,
+    accept_t: float,
+    kept: list[FaceAnalysis],
+    p: CurationParams,
+) -> dict[int, curate_faces.FacePick]:
+    """The face each group photo contributes (or why none); a copy of a kept face is a
+    ``duplicate``, mirrored copies included."""
+    out: dict[int, curate_faces.FacePick] = {}
+    kept_faces = [_main_values(a) for a in kept]
+
+    def dist_fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return distance_matrix(x, y, p.metric)
+
+    for i in groups:
+        a = candidates[i].analysis
+        meds = curate_faces.medians_to(ref_mat, a, dist_fn)
+        counting = curate_faces.significant(a, p.extra_face_fraction, p.extra_face_min_confidence)
+        pick = curate_faces.pick_face(
+            a,
+            meds,
+            lambda k, a=a: face_gate(a.with_face(k), p) is None,  # type: ignore[misc]
+            accept_t,
+            p.threshold,
+            counting,
+        )
+        v = a.values_of(pick.index) if pick.index is not None else None
+        if v is not None:
+            if any(
+                curate_faces.is_copy(
+                    v,
+                    w,
+                    float(dist_fn(v.vector()[None], w.vector()[None])[0, 0]),
+                    p.duplicate_distance,
+                    0.5 * p.threshold,
+                    p.phash_distance,
+                )
+                for w in kept_faces
+            ):
+                pick = curate_faces.FacePick(None, "duplicate", pick.distance)
+            else:
+                kept_faces.append(v)
+        out[i] = pick
+    return out

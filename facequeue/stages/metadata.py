@@ -152,6 +152,66 @@ def describe_image(path: str, settings: Any) -> dict[str, Any]:
     return out
 
 
+def stored_facts(fa: Any) -> dict[str, Any]:
+    """What a sidecar takes from the stored analysis of the kept face (parent side)."""
+    return {
+        "faces_detected": len(fa.faces),
+        "blur": fa.blur,
+        "face_brightness": fa.brightness,
+        "face_contrast": fa.contrast,
+        "phash": fa.phash,
+    }
+
+
+def describe_crop(
+    path: str, box: tuple[int, int, int, int, float], facts: dict[str, Any], settings: Any
+) -> dict[str, Any]:
+    """``describe_image`` for an accepted crop whose face is known (pool function).
+
+    No detection and no embedding: the face box in the crop and the face measurements come
+    from the stored analysis (``facts``, ``stored_facts``); only what the sidecar alone
+    needs is computed here, once: colours, skin tone, hair colour, age/sex if available.
+    """
+    from facequeue.vision import analyze
+
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {
+        "path": str(path),
+        "status": "unreadable",
+        "detail": None,
+        "detector": settings.detector,
+        "model": settings.model,
+    }
+    try:
+        out["file"] = _file_facts(Path(path))
+        img = analyze.decode_image(str(path), settings)
+    except (OSError, ValueError) as exc:
+        out["detail"] = str(exc)
+        return out
+    face = analyze.Face(*box)
+    out.update(_colours(img), status="ok", faces=[list(box)], **facts)
+    out["skin"] = attributes.skin_tone(img, face)
+    out["hair"] = attributes.hair_colour(img, face, out["skin"]["lab"] if out["skin"] else None)
+    home = settings.deepface_home or str(Path("data") / "deepface")
+    out["demographics"] = attributes.demographics(img, home)
+    out["timings"] = {"total": round(time.perf_counter() - t0, 4)}
+    return out
+
+
+def _colours(img: Any) -> dict[str, Any]:
+    import cv2
+
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    return {
+        "width": int(img.shape[1]),
+        "height": int(img.shape[0]),
+        "brightness": round(float(grey.mean()), 2),
+        "contrast": round(float(grey.std()), 2),
+        "saturation": attributes.saturation(img),
+        "dominant_colors": attributes.dominant_colours(img),
+    }
+
+
 # ============================================================================ parent side
 
 
@@ -328,7 +388,7 @@ def build_sidecar(
             "brightness": d.get("brightness"),
             "contrast": d.get("contrast"),
             "saturation": d.get("saturation"),
-            "faces_detected": len(faces),
+            "faces_detected": d.get("faces_detected", len(faces)),
             "face_regions": [f[:4] for f in faces],
             "skin_tone": skin_tone,
             "hair_color": hair["label"] if hair else None,
@@ -341,7 +401,7 @@ def build_sidecar(
             "brightness_level": brightness_level(d.get("brightness")),
             "image_quality": quality_level(d),
             "has_face": has_face,
-            "face_count": len(faces),
+            "face_count": d.get("faces_detected", len(faces)),
             "sex": sex,
             "age_group": age_grp,
             "skin_tone": skin_tone,

@@ -1,0 +1,131 @@
+"""Decode an image file into a BGR array within a memory budget (analysis worker side).
+
+The downloader only checks headers; this is where every body is fully decoded, so an
+unreadable body (an HTML page, truncated or corrupt bytes) becomes a one-line reason here.
+Large photos are decoded reduced: JPEG in draft mode (the decoder scales by 1/2, 1/4, 1/8
+while decoding, so the full-size bitmap never exists), other formats decoded and then
+reduced at once. What would need more than ``budget_bytes`` of bitmap to decode is refused
+before decoding. Every failure is ``Unreadable`` (a ValueError) with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+# Bytes per pixel of the bitmap PIL holds for each mode (what a full decode allocates).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "I;16": 2, "RGB": 3, "YCbCr": 3, "LAB": 3}
+DEFAULT_MAX_PIXELS = 12_000_000  # decoded size: faces stay far above min_face_px (~36 MB BGR)
+DEFAULT_BUDGET_MB = 256  # 50 MP RGBA (the downloader's max_pixels) still fits
+
+
+class Unreadable(ValueError):
+    """The file cannot be decoded as an image (the message is the one-line reason)."""
+
+
+def sniff(data: bytes) -> str:
+    """A one-line guess of what a body that is not an image is."""
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
+        return "an HTML page, not an image"
+    if head.startswith((b"{", b"[")):
+        return "JSON, not an image"
+    if head.startswith(b"<?xml") or head.startswith(b"<svg"):
+        return "XML/SVG, not a raster image"
+    return f"not a recognised image format (starts with {data[:8].hex()})"
+
+
+def _bitmap_bytes(mode: str, w: int, h: int) -> int:
+    return w * h * _MODE_BYTES.get(mode, 4)
+
+
+def decode_bytes(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    budget_bytes: int = DEFAULT_BUDGET_MB << 20,
+) -> tuple[np.ndarray, float]:
+    """(BGR uint8 array, scale of the array relative to the file's own size)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise Unreadable("empty file")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise Unreadable(sniff(data)) from None
+    except Exception as exc:  # PIL raises many types for bad headers
+        raise Unreadable(f"bad image header: {type(exc).__name__}: {exc}") from None
+    with im:
+        w, h = im.size
+        if w < 2 or h < 2:
+            raise Unreadable(f"degenerate image of {w}x{h} pixels")
+        scale = min(1.0, math.sqrt(max_pixels / (w * h)))
+        if im.format == "JPEG" and scale < 1.0:
+            # The decoder picks the smallest 1/2^k reduction at least this large.
+            im.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+        need = _bitmap_bytes(im.mode, *im.size)
+        if need > budget_bytes:
+            raise Unreadable(
+                f"{w}x{h} {im.format} ({im.mode}) needs {need >> 20} MB to decode, "
+                f"over the {budget_bytes >> 20} MB budget"
+            )
+        try:
+            im.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(_reduce(im, max_pixels)))
+        except MemoryError:
+            raise Unreadable(f"{w}x{h} image does not fit in memory") from None
+        except Exception as exc:  # truncated, corrupt: PIL raises OSError, SyntaxError...
+            raise Unreadable(f"corrupt or truncated {im.format}: {_one_line(exc)}") from None
+    out = np.asarray(rgb)
+    if out.ndim != 3 or out.shape[0] < 2 or out.shape[1] < 2:
+        raise Unreadable(f"degenerate image of shape {out.shape}")
+    return np.ascontiguousarray(out[:, :, ::-1]), out.shape[1] / w
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def _reduce(im, max_pixels: int):  # type: ignore[no-untyped-def]
+    """Scale down to at most max_pixels (integer box reduction first: cheap on memory)."""
+    w, h = im.size
+    if w * h <= max_pixels:
+        return im
+    factor = int(math.sqrt(w * h / max_pixels))
+    if factor >= 2 and im.mode not in ("P", "1"):
+        im = im.reduce(factor)
+        w, h = im.size
+    if w * h > max_pixels:
+        s = math.sqrt(max_pixels / (w * h))
+        im = im.resize((max(1, int(w * s)), max(1, int(h * s))))
+    return im
+
+
+def _to_rgb(im):  # type: ignore[no-untyped-def]
+    """RGB, with transparency composited on white (a transparent background is not black)."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if im.mode in ("I", "I;16", "F"):  # 16/32-bit grey: scale to 8 bits, do not clip
+        arr = np.asarray(im, dtype=np.float32)
+        hi = float(arr.max()) or 1.0
+        return Image.fromarray((arr * (255.0 / hi)).astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")
+
+
+def decode_file(
+    path: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    budget_bytes: int = DEFAULT_BUDGET_MB << 20,
+) -> tuple[np.ndarray, float]:
+    try:
+        with open(path, "rb") as fh:  # Python I/O: non-ASCII paths work
+            data = fh.read()
+    except OSError as exc:
+        raise Unreadable(f"cannot read file: {exc.strerror or exc}") from None
+    return decode_bytes(data, max_pixels, budget_bytes)
