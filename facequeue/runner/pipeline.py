@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from facequeue.vision.analyze import FaceAnalysis
 
 STAGES = ("search", "download", "analyze", "curate", "promote")
-StageResult = Optional[tuple[str, str | None]]
+StageResult = tuple[str, str | None] | None
 StageFn = Callable[[dict], Awaitable[StageResult]]
 
 log = structlog.get_logger("facequeue.runner.pipeline")

@@ -73,15 +73,20 @@ def decode_bytes(
             )
         try:
             im.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(_reduce(im, max_pixels)))
+            small = _reduce(im, max_pixels)
+            if small is not im:
+                im.close()  # free the full-size bitmap before the conversions below
+            rgb = _to_rgb(ImageOps.exif_transpose(_fit(small, max_pixels)))
         except MemoryError:
             raise Unreadable(f"{w}x{h} image does not fit in memory") from None
         except Exception as exc:  # truncated, corrupt: PIL raises OSError, SyntaxError...
             raise Unreadable(f"corrupt or truncated {im.format}: {_one_line(exc)}") from None
-    out = np.asarray(rgb)
+    out = np.array(rgb)  # writable: channels swapped in place below (no third copy)
+    del rgb
     if out.ndim != 3 or out.shape[0] < 2 or out.shape[1] < 2:
         raise Unreadable(f"degenerate image of shape {out.shape}")
-    return np.ascontiguousarray(out[:, :, ::-1]), out.shape[1] / w
+    out[:, :, [0, 2]] = out[:, :, [2, 0]]  # RGB -> BGR
+    return out, out.shape[1] / w
 
 
 def _one_line(exc: BaseException) -> str:
@@ -89,18 +94,36 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _reduce(im, max_pixels: int):  # type: ignore[no-untyped-def]
-    """Scale down to at most max_pixels (integer box reduction first: cheap on memory)."""
+    """Integer box reduction towards max_pixels (strip by strip: cheap on memory)."""
     w, h = im.size
-    if w * h <= max_pixels:
-        return im
     factor = int(math.sqrt(w * h / max_pixels))
     if factor >= 2 and im.mode not in ("P", "1"):
-        im = im.reduce(factor)
-        w, h = im.size
+        return _reduce_in_strips(im, factor)
+    return im
+
+
+def _fit(im, max_pixels: int):  # type: ignore[no-untyped-def]
+    """The last step down to at most max_pixels, once the full-size bitmap is gone."""
+    w, h = im.size
     if w * h > max_pixels:
         s = math.sqrt(max_pixels / (w * h))
         im = im.resize((max(1, int(w * s)), max(1, int(h * s))))
     return im
+
+
+def _reduce_in_strips(im, factor: int):  # type: ignore[no-untyped-def]
+    """``im.reduce(factor)`` strip by strip: Pillow's reduce of a whole RGBA image takes a
+    second full-size buffer (measured: 7000x7000 RGBA peaks at 436 MB instead of ~250)."""
+    from PIL import Image
+
+    w, h = im.size
+    out = Image.new(im.mode, (math.ceil(w / factor), math.ceil(h / factor)))
+    rows = 256 * factor
+    for y in range(0, h, rows):
+        strip = im.crop((0, y, w, min(h, y + rows))).reduce(factor)
+        out.paste(strip, (0, y // factor))
+    out.info = dict(im.info)
+    return out
 
 
 def _to_rgb(im):  # type: ignore[no-untyped-def]
@@ -108,9 +131,10 @@ def _to_rgb(im):  # type: ignore[no-untyped-def]
     from PIL import Image
 
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, rgba).convert("RGB")
+        rgba = im if im.mode == "RGBA" else im.convert("RGBA")
+        out = Image.new("RGB", rgba.size, (255, 255, 255))
+        out.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))  # one RGB copy, not three
+        return out
     if im.mode in ("I", "I;16", "F"):  # 16/32-bit grey: scale to 8 bits, do not clip
         arr = np.asarray(im, dtype=np.float32)
         hi = float(arr.max()) or 1.0
