@@ -1,19 +1,25 @@
-"""Throughput: facequeue's analyze + curate vs the seed's algorithm on the same 64 images.
+"""Throughput end to end: facequeue's analysis, curation, crops and sidecars vs the seed's
+algorithm on the same 64 images.
 
 Four simulated people (a search result each, 16 images: the person's 6-8 photos, large
 photos of other people first, 2 LFW crops of others, a group photo and a no-face photo;
 64 in all, mostly 1000-4600 px like real search results). Both sides get 2 spawn worker processes on this 2-core machine, the same detector
 and model (config defaults), and write a crop for every accepted image.
 
-- facequeue: one AnalysisPool; every image analyzed once (detect on <= max_side px, one
-  aligned chip, one embedding, one pHash), curate() per person, crops through the pool.
+- facequeue: one AnalysisPool; every image analyzed once (decode, detect on <= max_side px,
+  every usable face: aligned chip, embedding, pHash; crops written from the same decoded
+  array), curate() per person, then per accepted image what the pipeline does: the kept
+  face's crop copied into place and its JSON sidecar built from the stored analysis plus
+  colours / skin / hair computed once on the crop (``metadata.describe_crop``).
 - seed: per person, in a worker: DeepFace.extract_faces on images in order until 3 pass
   its checks (size >= 70, Laplacian >= 100 on the face, one face) -> references; every
   later image: whole-image 8x8 hash dedup, then DeepFace.verify against each reference
   (cosine) until one says verified; crop saved; at most 40. People run 2 at a time.
 
-Prints images/s for both, the ratio, and the peak RSS of parent + workers (sampled from
-/proc every 0.1 s). Target: ratio >= 10 and facequeue RSS < 1.5 GB with 2 workers.
+The seed side writes crops but no sidecars (its metadata script is a separate pass), so
+the comparison favours the seed. Prints images/s for both, the ratio, and the peak RSS of
+every process (parent and each worker, sampled from /proc every 0.1 s). Targets: ratio >=
+10; every facequeue process <= 250 MB (a Pi with 2 workers).
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ from curate_quality import CORPUS, HOME, manifest, quiet_logs  # noqa: E402
 
 from facequeue.stages.curate import Candidate, CurationParams, curate, default_threshold  # noqa: E402
 from facequeue.vision import engine as faces  # noqa: E402
-from facequeue.vision.analyze import AnalysisPool, AnalysisSettings  # noqa: E402
+from facequeue.files import atomic_copy  # noqa: E402
+from facequeue.stages import metadata  # noqa: E402
+from facequeue.vision.analyze import AnalysisSettings, crop_box, crop_name  # noqa: E402
+from facequeue.vision.pool import AnalysisPool  # noqa: E402
 
 WORKERS = 2
 # Search results are large photos (the seed asks for 1024x768 and more): the people are the
@@ -113,16 +122,32 @@ def children(pid: int) -> list[int]:
 
 
 class PeakRss:
+    """Peak of the summed RSS of this process and its children, and each one's own peak."""
+
     def __init__(self) -> None:
         self.peak = 0
+        self.per_process: dict[int, int] = {}
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         me = os.getpid()
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss_of([me] + children(me)))
+            pids = [me] + children(me)
+            self.peak = max(self.peak, rss_of(pids))
+            for pid in pids:
+                self.per_process[pid] = max(self.per_process.get(pid, 0), rss_of([pid]))
             time.sleep(0.1)
+
+    def describe(self) -> str:
+        me = os.getpid()
+        parts = [f"parent {self.per_process.get(me, 0) / 2**20:.0f} MB"] + [
+            f"worker {v / 2**20:.0f} MB" for pid, v in sorted(self.per_process.items()) if pid != me
+        ]
+        return ", ".join(parts)
+
+    def max_process(self) -> int:
+        return max(self.per_process.values(), default=0)
 
     def __enter__(self) -> PeakRss:
         self._t.start()
@@ -221,7 +246,7 @@ def seed_person(paths: list[str], out_dir: str, detector: str, model: str, thres
 # --------------------------------------------------------------------------- runs
 
 
-async def run_facequeue(work, settings: AnalysisSettings, out_dir: str) -> tuple[float, int, int]:
+async def run_facequeue(work, settings: AnalysisSettings, out_dir: str):  # type: ignore[no-untyped-def]
     params = CurationParams.for_model(settings.model)
     pool = AnalysisPool(settings, WORKERS)
     try:
@@ -229,27 +254,48 @@ async def run_facequeue(work, settings: AnalysisSettings, out_dir: str) -> tuple
         with PeakRss() as rss:
             t = time.perf_counter()
 
+            async def sidecar(name: str, path: str, k: int, a, d) -> None:  # type: ignore[no-untyped-def]
+                src = crop_name(os.path.join(out_dir, "candidates", f"{name}_{k}"), d.face_index)
+                dest = os.path.join(out_dir, "faces", f"{name}_{k}.jpg")
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                atomic_copy(src, dest)
+                fa = a.with_face(d.face_index)
+                f = fa.faces[0]
+                x0, y0, _, _ = crop_box(f, 0.2, 1 << 30, 1 << 30)
+                box = (f.x - x0, f.y - y0, f.w, f.h, f.confidence)
+                described = await pool.run(
+                    metadata.describe_crop, dest, box, metadata.stored_facts(fa), settings
+                )
+                row = {"url": path, "distance": d.distance, "is_reference": d.is_reference}
+                side = metadata.build_sidecar(
+                    dest,
+                    analysis_of_crop=described,
+                    person={"name": name},
+                    image_row=row,
+                    settings=settings,
+                )
+                metadata.write_sidecar(dest, side)
+
             async def person(name: str, paths: list[str]) -> int:
-                analyses = await asyncio.gather(*(pool.analyze(p) for p in paths))
+                prefix = os.path.join(out_dir, "candidates", name)
+                analyses = await asyncio.gather(
+                    *(pool.analyze(p, (f"{prefix}_{k}", 0.2)) for k, p in enumerate(paths))
+                )
                 res = curate([Candidate(k, k, a) for k, a in enumerate(analyses)], params)
-                jobs = [
-                    pool.crop(
-                        paths[d.image_id],
-                        analyses[d.image_id].faces[0],
-                        0.2,
-                        os.path.join(out_dir, f"{name}_{d.image_id}.jpg"),
+                acc = [d for d in res.decisions if d.state == "accepted"]
+                await asyncio.gather(
+                    *(
+                        sidecar(name, paths[d.image_id], d.image_id, analyses[d.image_id], d)
+                        for d in acc
                     )
-                    for d in res.decisions
-                    if d.state == "accepted"
-                ]
-                await asyncio.gather(*jobs)
-                return len(jobs)
+                )
+                return len(acc)
 
             counts = await asyncio.gather(*(person(n, ps) for n, ps in work))
             elapsed = time.perf_counter() - t
     finally:
         pool.close()
-    return elapsed, sum(counts), rss.peak
+    return elapsed, sum(counts), rss
 
 
 def run_seed(work, settings: AnalysisSettings, out_dir: str) -> tuple[float, int, int]:
@@ -269,7 +315,7 @@ def run_seed(work, settings: AnalysisSettings, out_dir: str) -> tuple[float, int
             ]
             counts = [f.result() for f in futs]
             elapsed = time.perf_counter() - t
-    return elapsed, sum(counts), rss.peak
+    return elapsed, sum(counts), rss
 
 
 def main() -> int:
@@ -285,19 +331,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as out:
         fq_t, fq_n, fq_rss = asyncio.run(run_facequeue(work, settings, out))
         print(
-            f"facequeue: {fq_t:6.1f} s  {n / fq_t:6.2f} images/s  accepted {fq_n}  "
-            f"peak RSS parent+workers {fq_rss / 2**20:.0f} MB"
+            f"facequeue: {fq_t:6.1f} s  {n / fq_t:6.2f} images/s  accepted {fq_n} (crops + "
+            f"sidecars)  peak RSS parent+workers {fq_rss.peak / 2**20:.0f} MB "
+            f"({fq_rss.describe()})"
         )
         sd_t, sd_n, sd_rss = run_seed(work, settings, out)
         print(
-            f"seed:      {sd_t:6.1f} s  {n / sd_t:6.2f} images/s  accepted {sd_n}  "
-            f"peak RSS parent+workers {sd_rss / 2**20:.0f} MB"
+            f"seed:      {sd_t:6.1f} s  {n / sd_t:6.2f} images/s  accepted {sd_n} (crops)  "
+            f"peak RSS parent+workers {sd_rss.peak / 2**20:.0f} MB ({sd_rss.describe()})"
         )
     ratio = sd_t / fq_t
-    ok = ratio >= 10 and fq_rss < 1.5 * 2**30
+    biggest = fq_rss.max_process() / 2**20
+    ok = ratio >= 10 and biggest <= 250
     print(
-        f"speed-up {ratio:.1f}x (target >= 10x); facequeue RSS {fq_rss / 2**30:.2f} GB (target < 1.5 GB): "
-        f"{'MET' if ok else 'NOT MET'}"
+        f"speed-up {ratio:.1f}x (target >= 10x); largest facequeue process {biggest:.0f} MB "
+        f"(target <= 250 MB): {'MET' if ok else 'NOT MET'}"
     )
     return 0 if ok else 1
 

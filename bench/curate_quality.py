@@ -43,13 +43,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from facequeue.stages.curate import (
+from facequeue.stages.curate import (  # noqa: E402
     Candidate,
     CurationParams,
     curate,
     default_threshold,
     distance_matrix,
-)  # noqa: E402
+)
 from facequeue.vision.analyze import AnalysisSettings, decode_image  # noqa: E402
 from facequeue.vision.pool import AnalysisPool  # noqa: E402
 
@@ -84,7 +84,8 @@ def make_pair(left: str, right: str) -> str:
     """Two corpus photos side by side at the same height (a made group photo)."""
     from PIL import Image
 
-    name = f"pairs/{Path(left).parent.name}_{Path(left).stem}__{Path(right).parent.name}_{Path(right).stem}.jpg"
+    a, b = (f"{Path(p).parent.name}_{Path(p).stem}" for p in (left, right))
+    name = f"pairs/{a}__{b}.jpg"
     out = resolve(name)
     if not out.is_file():
         ims = []
@@ -298,14 +299,14 @@ async def analyze_all(paths: list[str], settings: AnalysisSettings, workers: int
                 )
             )
             t_seed = time.perf_counter() - t
-            cached.update(zip(todo, fresh))
+            cached.update(zip(todo, fresh, strict=True))
             seed = [cached[p] for p in paths]
             if todo:
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
                 cache_file.write_bytes(pickle.dumps(cached))
     finally:
         pool.close()
-    return dict(zip(paths, ours)), dict(zip(paths, seed)), t_ours, t_seed
+    return dict(zip(paths, ours, strict=True)), dict(zip(paths, seed, strict=True)), t_ours, t_seed
 
 
 def main() -> int:

@@ -112,7 +112,9 @@ def test_two_faces_that_could_be_the_person_are_ambiguous(analyse, testdata_dir,
 def test_group_photo_is_never_a_reference(analyse, testdata_dir, tmp_path):
     """Without enough single-face photos there is no consensus, whatever the group photos."""
     own = person("Colin_Powell", 6, testdata_dir)
-    pairs = [side_by_side(testdata_dir, tmp_path, o, p) for o, p in zip(OTHERS, own[:3])]
+    pairs = [
+        side_by_side(testdata_dir, tmp_path, o, p) for o, p in zip(OTHERS, own[:3], strict=True)
+    ]
     res, d = run(analyse, own[3:5] + pairs)
     assert res.outcome == "no_consensus"
     assert all(d[p].reason == "multi_face" for p in pairs)

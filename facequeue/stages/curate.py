@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from facequeue.stages import curate_faces
+from facequeue.stages import curate_faces, references
 from facequeue.vision.analyze import FaceAnalysis, FaceValues
 
 # Analysis outcomes that are a rejection reason as they are (analysis failed for this image).
@@ -219,43 +219,14 @@ def _copies(a: FaceAnalysis, b: FaceAnalysis, dist: float, p: CurationParams) ->
     )
 
 
-def _greedy_group(seed: int, d: np.ndarray, t: float, allowed: np.ndarray) -> list[int]:
-    members = [seed]
-    for j in np.argsort(d[seed], kind="stable"):
-        j = int(j)
-        if j == seed or not allowed[j]:
-            continue
-        if d[seed, j] > t:
-            break
-        if all(d[j, m] <= t for m in members):
-            members.append(j)
-    return members
-
-
-def _best_group(d: np.ndarray, t: float, allowed: np.ndarray, seeds: Sequence[int]) -> list[int]:
-    best: list[int] = []
-    best_key = (0, 0.0)
-    for s in seeds:
-        if not allowed[s]:
-            continue
-        g = _greedy_group(s, d, t, allowed)
-        spread = float(d[np.ix_(g, g)].mean()) if len(g) > 1 else 0.0
-        key = (len(g), -spread)
-        if key > best_key:
-            best, best_key = g, key
-    return best
-
-
-# --------------------------------------------------------------------------- curate
-
-
-def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationResult:
-    p = params
+def _gate_all(
+    candidates: Sequence[Candidate], p: CurationParams
+) -> tuple[list[int], list[int], dict[int, str], dict[int, float]]:
+    """(usable single-face photos, photos with several embedded faces, reasons, quality)."""
+    usable: list[int] = []
+    groups: list[int] = []
     reasons: dict[int, str] = {}
     qual: dict[int, float] = {}
-    usable: list[int] = []  # indexes into candidates
-    groups: list[int] = []  # photos with several faces: one of them may be the person
-    chosen: dict[int, int] = {}  # candidate -> the face kept when it is not faces[0]
     for i, c in enumerate(candidates):
         r = gate(c.analysis, p)
         if r is None:
@@ -265,26 +236,34 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
             reasons[i] = r
             if r == "multi_face" and len(c.analysis.embedded) > 1:
                 groups.append(i)
+    return usable, groups, reasons, qual
 
-    # Near-duplicates: best copy first (an anchor always wins), then by quality, then rank.
+
+def _dedup(
+    candidates: Sequence[Candidate],
+    usable: list[int],
+    vecs: dict[int, np.ndarray],
+    qual: dict[int, float],
+    reasons: dict[int, str],
+    p: CurationParams,
+) -> list[int]:
+    """Near-duplicates: best copy first (an anchor always wins), then quality, then rank.
+    Returns the distinct photos; the copies get the reason ``duplicate``."""
     usable.sort(key=lambda i: (not candidates[i].anchor, -qual[i], candidates[i].rank))
-    vecs = {i: candidates[i].analysis.vector() for i in usable}
-    dims = {len(v) for v in vecs.values()}
-    if len(dims) > 1:
-        raise ValueError(
-            f"embeddings of different sizes {sorted(dims)}: analyses from different models"
-        )
-    # A pHash match must also look like the same person (aligned faces share structure).
     unique: list[int] = []
     for i in usable:
         a = candidates[i].analysis
         match = None
         if unique:
             dd = distance_matrix(vecs[i][None], np.array([vecs[k] for k in unique]), p.metric)[0]
-            for pos, (k, dist) in enumerate(zip(unique, dd, strict=True)):
-                if _copies(a, candidates[k].analysis, float(dist), p):
-                    match = pos
-                    break
+            match = next(
+                (
+                    pos
+                    for pos, (k, dist) in enumerate(zip(unique, dd, strict=True))
+                    if _copies(a, candidates[k].analysis, float(dist), p)
+                ),
+                None,
+            )
         if match is None:
             unique.append(i)
             continue
@@ -296,182 +275,118 @@ def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationR
             reasons[k] = "duplicate"
         else:
             reasons[i] = "duplicate"
+    return unique
 
-    def finish(
-        outcome: str, why: str | None, refs: list[int], dist: dict[int, float]
-    ) -> CurationResult:
+
+@dataclass
+class _State:
+    """What curation has decided so far about one person's candidates."""
+
+    candidates: Sequence[Candidate]
+    reasons: dict[int, str]
+    qual: dict[int, float]
+    chosen: dict[int, int] = field(default_factory=dict)  # candidate -> face kept, if not 0
+    dist: dict[int, float] = field(default_factory=dict)
+
+    def finish(self, outcome: str, why: str | None, refs: list[int]) -> CurationResult:
         ref_set = set(refs)
         decisions = []
-        for i, c in enumerate(candidates):
-            r = reasons.get(i)
+        for i, c in enumerate(self.candidates):
+            r = self.reasons.get(i)
             decisions.append(
                 Decision(
                     image_id=c.image_id,
                     state="rejected" if r else "accepted",
                     reason=r,
                     is_reference=i in ref_set and not r,
-                    distance=dist.get(i),
-                    quality=qual.get(i),
-                    face_index=None if r else chosen.get(i, 0),
+                    distance=self.dist.get(i),
+                    quality=self.qual.get(i),
+                    face_index=None if r else self.chosen.get(i, 0),
                 )
             )
         return CurationResult(
-            outcome, why, tuple(decisions), tuple(candidates[i].image_id for i in refs)
+            outcome, why, tuple(decisions), tuple(self.candidates[i].image_id for i in refs)
         )
 
-    def no_consensus(why: str, dist: dict[int, float] | None = None) -> CurationResult:
+
+def _accept_groups(
+    st: _State,
+    groups: list[int],
+    ref_mat: np.ndarray,
+    accept_t: float,
+    accepted: list[int],
+    p: CurationParams,
+) -> list[int]:
+    """Photos with several people: the one face that is the person, if it is clear."""
+    picks = curate_faces.pick_groups(
+        [st.candidates[i].analysis for i in groups],
+        ref_mat,
+        accept_t,
+        [_main_values(st.candidates[i].analysis) for i in accepted],
+        lambda x, y: distance_matrix(x, y, p.metric),
+        lambda a, k: face_gate(a.with_face(k), p) is None,
+        p,
+    )
+    out = []
+    for i, pick in zip(groups, picks, strict=True):
+        if pick.distance is not None:
+            st.dist[i] = pick.distance
+        if pick.index is None:
+            st.reasons[i] = pick.reason or "multi_face"
+            continue
+        del st.reasons[i]
+        st.chosen[i] = pick.index
+        st.qual[i] = quality(st.candidates[i].analysis.with_face(pick.index), p)
+        out.append(i)
+    return out
+
+
+def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationResult:
+    p = params
+    usable, groups, reasons, qual = _gate_all(candidates, p)
+    vecs = {i: candidates[i].analysis.vector() for i in usable}
+    dims = {len(v) for v in vecs.values()}
+    if len(dims) > 1:
+        raise ValueError(
+            f"embeddings of different sizes {sorted(dims)}: analyses from different models"
+        )
+    unique = _dedup(candidates, usable, vecs, qual, reasons, p)
+    st = _State(candidates, reasons, qual)
+
+    def no_consensus(why: str) -> CurationResult:
         for i in unique:
             reasons[i] = "no_consensus"
-        return finish("no_consensus", why, [], dist or {})
+        return st.finish("no_consensus", why, [])
 
     if len(unique) < p.min_references:
         return no_consensus(
             f"only {len(unique)} usable distinct faces, need {p.min_references} "
             "to agree on references"
         )
-
     mat = np.array([vecs[i] for i in unique])
     d = distance_matrix(mat, mat, p.metric)
-    n = len(unique)
-    everyone = np.ones(n, bool)
-    tr = p.threshold * p.reference_factor  # references agree more tightly than verification
-    anchors = [k for k, i in enumerate(unique) if candidates[i].anchor]
-    if anchors:
-        # The group must contain every usable anchor: grow it from the anchors.
-        group = list(anchors)
-        if any(d[a, b] > tr for a in anchors for b in anchors):
-            return no_consensus("the anchor photos do not agree with each other")
-        order = np.argsort(d[anchors].mean(0), kind="stable")
-        for j in order:
-            j = int(j)
-            if j not in group and all(d[j, m] <= tr for m in group):
-                group.append(j)
-        if len(group) < p.min_references:
-            return no_consensus(
-                f"the anchor agrees with only {len(group) - 1} other face(s), "
-                f"need {p.min_references - 1}"
-            )
-    else:
-        group = _best_group(d, tr, everyone, range(n))
-        if len(group) < p.min_references:
-            return no_consensus(
-                f"largest group of mutually matching faces has {len(group)}, "
-                f"need {p.min_references}"
-            )
-        # A rival group: disjoint, far from this one, and nearly as large -> ambiguous.
-        outside = everyone.copy()
-        outside[group] = False
-        far = outside & (np.median(d[:, group], axis=1) > p.threshold)
-        rival = _best_group(d, tr, far, [k for k in range(n) if far[k]])
-        if len(rival) >= p.min_references and len(rival) >= p.ambiguity_ratio * len(group):
-            return no_consensus(
-                f"ambiguous: two different faces recur ({len(group)} and {len(rival)} photos)"
-            )
-
-    # Outliers of the group (a look-alike can be within the threshold of everyone) are not
-    # references: a member must be as close to the others as the group typically is.
-    if len(group) > p.min_references:
-        gg = d[np.ix_(group, group)]
-        loo = np.array([np.median(np.delete(gg[k], k)) for k in range(len(group))])
-        limit = max(p.spread_floor * p.threshold, p.spread_factor * float(np.median(loo)))
-        kept = [g for g, v in zip(group, loo, strict=True) if v <= limit or g in anchors]
-        if len(kept) >= p.min_references:
-            group = kept
-    # References: the group's most central members (medoid first); anchors always included.
-    centrality = d[np.ix_(group, group)].mean(1)
-    ranked = [group[k] for k in np.argsort(centrality, kind="stable")]
-    refs = [k for k in ranked if k in anchors]
-    refs += [k for k in ranked if k not in anchors][: max(0, p.max_references - len(refs))]
-    ref_d = d[:, refs]
-    med = np.median(ref_d, axis=1)
-    # Per-person calibration: a candidate must be about as close to the references as they
-    # are to each other (spread_factor x their mean leave-one-out median), never farther
-    # than the model threshold and never stricter than spread_floor x the threshold.
-    if len(refs) > 1:
-        rr = d[np.ix_(refs, refs)]
-        loo = [float(np.median(np.delete(rr[k], k))) for k in range(len(refs))]
-        accept_t = min(
-            p.threshold, max(p.spread_floor * p.threshold, p.spread_factor * float(np.mean(loo)))
-        )
-    else:
-        accept_t = p.threshold
-
-    dist: dict[int, float] = {}
+    chosen_refs = references.choose_references(
+        d, [k for k, i in enumerate(unique) if candidates[i].anchor], p
+    )
+    if isinstance(chosen_refs, str):
+        return no_consensus(chosen_refs)
+    refs, accept_t = chosen_refs
+    med = np.median(d[:, refs], axis=1)
     accepted: list[int] = []
     for k, i in enumerate(unique):
-        dist[i] = round(float(med[k]), 4)
+        st.dist[i] = round(float(med[k]), 4)
         if k in refs or med[k] <= accept_t:
             accepted.append(i)
         else:
             reasons[i] = "not_same_person"
-    # Photos with several people: the one face that is the person, if it is clear.
-    kept = [candidates[i].analysis for i in accepted]
-    for i, pick in _pick_groups(candidates, groups, mat[refs], accept_t, kept, p).items():
-        dist[i] = pick.distance  # type: ignore[assignment]
-        if pick.index is None:
-            reasons[i] = pick.reason or "multi_face"
-            continue
-        del reasons[i]
-        chosen[i] = pick.index
-        qual[i] = quality(candidates[i].analysis.with_face(pick.index), p)
-        accepted.append(i)
-    # The duplicates' distance too, for review.
-    for i in usable:
-        if i not in dist and vecs[i] is not None:
-            dist[i] = round(
+    accepted += _accept_groups(st, groups, mat[refs], accept_t, accepted, p)
+    for i in usable:  # the duplicates' distance too, for review
+        if i not in st.dist:
+            st.dist[i] = round(
                 float(np.median(distance_matrix(vecs[i][None], mat[refs], p.metric))), 4
             )
-
     ref_idx = {unique[k] for k in refs}
     accepted.sort(key=lambda i: (i not in ref_idx, -qual[i], candidates[i].rank))
     for i in accepted[p.max_per_person :]:
         reasons[i] = "over_cap"
-    return finish("curated", None, [unique[k] for k in refs], dist)
-
-
-def _pick_groups(
-    candidates: Sequence[Candidate],
-    groups: list[int],
-    ref_mat: np.ndarray,
-    accept_t: float,
-    kept: list[FaceAnalysis],
-    p: CurationParams,
-) -> dict[int, curate_faces.FacePick]:
-    """The face each group photo contributes (or why none); a copy of a kept face is a
-    ``duplicate``, mirrored copies included."""
-    out: dict[int, curate_faces.FacePick] = {}
-    kept_faces = [_main_values(a) for a in kept]
-
-    def dist_fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return distance_matrix(x, y, p.metric)
-
-    for i in groups:
-        a = candidates[i].analysis
-        meds = curate_faces.medians_to(ref_mat, a, dist_fn)
-        counting = curate_faces.significant(a, p.extra_face_fraction, p.extra_face_min_confidence)
-        pick = curate_faces.pick_face(
-            a,
-            meds,
-            lambda k, a=a: face_gate(a.with_face(k), p) is None,  # type: ignore[misc]
-            accept_t,
-            p.threshold,
-            counting,
-        )
-        v = a.values_of(pick.index) if pick.index is not None else None
-        if v is not None:
-            if any(
-                curate_faces.is_copy(
-                    v,
-                    w,
-                    float(dist_fn(v.vector()[None], w.vector()[None])[0, 0]),
-                    p.duplicate_distance,
-                    0.5 * p.threshold,
-                    p.phash_distance,
-                )
-                for w in kept_faces
-            ):
-                pick = curate_faces.FacePick(None, "duplicate", pick.distance)
-            else:
-                kept_faces.append(v)
-        out[i] = pick
-    return out
+    return st.finish("curated", None, [unique[k] for k in refs])

@@ -13,10 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facequeue.vision.analyze import FaceAnalysis, FaceValues
+
+if TYPE_CHECKING:
+    from facequeue.stages.curate import CurationParams
+
+DistFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -89,4 +95,48 @@ def medians_to(refs: np.ndarray, a: FaceAnalysis, dist_fn: Callable) -> dict[int
         if vec.shape[0] != refs.shape[1]:
             continue
         out[v.index] = float(np.median(dist_fn(vec[None], refs)[0]))
+    return out
+
+
+def pick_groups(
+    photos: list[FaceAnalysis],
+    ref_mat: np.ndarray,
+    accept_t: float,
+    kept: list[FaceValues],
+    dist_fn: DistFn,
+    usable: Callable[[FaceAnalysis, int], bool],
+    p: CurationParams,
+) -> list[FacePick]:
+    """The face each photo with several people contributes (or why none). A copy of a face
+    already kept (``kept``, then the faces picked here), mirrored copies included, is a
+    ``duplicate``."""
+    kept = list(kept)
+    out: list[FacePick] = []
+    for a in photos:
+        pick = pick_face(
+            a,
+            medians_to(ref_mat, a, dist_fn),
+            lambda k, a=a: usable(a, k),  # type: ignore[misc]
+            accept_t,
+            p.threshold,
+            significant(a, p.extra_face_fraction, p.extra_face_min_confidence),
+        )
+        v = a.values_of(pick.index) if pick.index is not None else None
+        if v is not None:
+            copy = any(
+                is_copy(
+                    v,
+                    w,
+                    float(dist_fn(v.vector()[None], w.vector()[None])[0, 0]),
+                    p.duplicate_distance,
+                    0.5 * p.threshold,
+                    p.phash_distance,
+                )
+                for w in kept
+            )
+            if copy:
+                pick = FacePick(None, "duplicate", pick.distance)
+            else:
+                kept.append(v)
+        out.append(pick)
     return out
