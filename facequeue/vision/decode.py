@@ -63,8 +63,10 @@ def decode_bytes(
             raise Unreadable(f"degenerate image of {w}x{h} pixels")
         scale = min(1.0, math.sqrt(max_pixels / (w * h)))
         if im.format == "JPEG" and scale < 1.0:
-            # The decoder picks the smallest 1/2^k reduction at least this large.
-            im.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+            # The decoder picks the strongest 1/2^k reduction still at least the requested
+            # size; asking for half the side lets it go below max_pixels (>= a quarter of it)
+            # instead of decoding at full size and resizing: far less memory on big photos.
+            im.draft("RGB", (max(1, math.ceil(w * scale / 2)), max(1, math.ceil(h * scale / 2))))
         need = _bitmap_bytes(im.mode, *im.size)
         if need > budget_bytes:
             raise Unreadable(

