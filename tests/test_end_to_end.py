@@ -50,7 +50,11 @@ async def test_daemon_end_to_end(tmp_path, testdata_dir):
         img = svc.images
         for name, (country, occupation, _) in PEOPLE.items():
             own = [p for p in photos(testdata_dir, name) if not p.endswith(f"/{HELD_BACK}.jpg")]
-            svc.mediawiki.results[f"{name} {occupation}"] = [img.face_url(p) for p in own] + [
+            # Laura Bush also appears beside George W. Bush: that photo must give her face.
+            group = ["multi/lfw_Laura_Bush_0011.jpg"] if name == "Laura Bush" else []
+            svc.mediawiki.results[f"{name} {occupation}"] = [
+                img.face_url(p) for p in own + group
+            ] + [
                 img.face_url("people/Tony_Blair/1.jpg"),
                 img.face_url(
                     "multi/" + next(p.name for p in sorted((testdata_dir / "multi").iterdir()))
@@ -104,8 +108,17 @@ min_images = 3
     reasons = {r["reason"] for r in outcomes}
     assert {"not_an_image", "http_404", "x_robots_tag", "too_many_pixels"} <= reasons, reasons
     for r in outcomes:
-        if "Tony_Blair" in r["url"] or "/multi/" in r["url"] or "/noface/" in r["url"]:
+        if "Tony_Blair" in r["url"] or "/noface/" in r["url"] or "deepface_couple" in r["url"]:
             assert r["state"] == "rejected", dict(r)
+    (group,) = [r for r in outcomes if "lfw_Laura_Bush_0011" in r["url"]]
+    assert group["state"] == "accepted" and group["person"] == "Laura Bush", dict(group)
+    side = json.loads((tmp_path / "data" / group["crop_path"]).with_suffix(".json").read_text())
+    assert side["face_features"]["faces_detected"] == 2
+    assert len(side["face_features"]["face_regions"]) == 1  # the face kept, in the crop
+    row = db.execute(
+        "SELECT face_index, face_count FROM images WHERE id = ?", (group["image_id"],)
+    ).fetchone()
+    assert row["face_count"] == 2 and row["face_index"] is not None
     accepted = [r for r in outcomes if r["state"] == "accepted"]
     assert len(accepted) >= 6
     for r in accepted:
