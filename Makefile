@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test bench browser install-service clean
+.PHONY: setup run check test bench browser install-service clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ run: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get install -y -qq chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }; }
 
-test: $(STAMP) browser
+# The checks CI runs, in order: lint, format, types, then the whole suite.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: check browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

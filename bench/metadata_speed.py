@@ -182,11 +182,13 @@ def main() -> None:
         f"{fq_s:.1f} s, {fq_rate:.2f} images/s"
     )
     print(
-        f"baseline (1 process, DeepFace call per attribute): {base_s:.1f} s for {len(base_paths)} images "
+        f"baseline (1 process, DeepFace call per attribute): {base_s:.1f} s "
+        f"for {len(base_paths)} images "
         f"({base_n} ok, {base_err} errors), {base_rate:.2f} images/s"
     )
     print(
-        f"ratio facequeue / baseline: {fq_rate / base_rate:.2f}x   (seed reported {SEED_RATE} images/s; "
+        f"ratio facequeue / baseline: {fq_rate / base_rate:.2f}x   "
+        f"(seed reported {SEED_RATE} images/s; "
         f"facequeue / seed: {fq_rate / SEED_RATE:.2f}x)"
     )
 

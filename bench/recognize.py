@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from facequeue.config import Config  # noqa: E402
 from facequeue.stages import gallery  # noqa: E402
-from facequeue.store import Store  # noqa: E402
+from facequeue.store import SqliteStore  # noqa: E402
 from facequeue.vision.recognize import brute_force_search  # noqa: E402
 
 DIM = 128
@@ -35,7 +35,7 @@ async def make_gallery(db: Path, identities: int, per_person: int, rng) -> np.nd
     """people + accepted images + gallery_images rows; returns the identity centres."""
     centres = rng.normal(size=(identities, DIM)).astype(np.float32)
     centres *= 0.9 / np.linalg.norm(centres, axis=1, keepdims=True) * 1.0
-    store = await Store.open(db)
+    store = await SqliteStore.open(db)
     conn = store.conn
     await conn.execute("BEGIN")
     await conn.executemany(
@@ -89,7 +89,7 @@ async def run_size(
     data = tmp / f"g{identities}"
     cfg = Config(data_dir=data, gallery={"threshold": 0.6})
     centres = await make_gallery(cfg.db_path, identities, per_person, rng)
-    store = await Store.open(cfg.db_path)
+    store = await SqliteStore.open(cfg.db_path)
     t = time.perf_counter()
     index = await gallery.load_index(cfg, store)
     load_s = time.perf_counter() - t
@@ -111,16 +111,18 @@ async def run_size(
         fast.append(time.perf_counter() - t)
         fast_top.append(m[0].person_id)
 
-    stored = list(zip(index.person_ids.tolist(), list(index.matrix)))  # loaded once, like ours
+    stored = list(
+        zip(index.person_ids.tolist(), list(index.matrix), strict=False)
+    )  # loaded once, like ours
     slow = []
     agree = 0
     n_brute = min(brute_queries, queries)
-    for q, top in zip(qs[:n_brute], fast_top[:n_brute]):
+    for q, top in zip(qs[:n_brute], fast_top[:n_brute], strict=False):
         t = time.perf_counter()
         best = brute_force_search(stored, q, "euclidean", 5)
         slow.append(time.perf_counter() - t)
         agree += best[0][0] == top
-    correct = sum(int(p) == int(w) + 1 for p, w in zip(fast_top, who))
+    correct = sum(int(p) == int(w) + 1 for p, w in zip(fast_top, who, strict=False))
     return {
         "identities": identities,
         "embeddings": len(index),
@@ -157,7 +159,8 @@ async def main() -> None:
     )
     print(
         f"{'identities':>10} {'embeddings':>10} {'matrix':>8} {'load once':>10} "
-        f"{'self-test':>10} {'vectorised':>11} {'p95':>8} {'brute loop':>11} {'speed-up':>9} {'agree':>7} {'top-1':>9}"
+        f"{'self-test':>10} {'vectorised':>11} {'p95':>8} {'brute loop':>11} {'speed-up':>9} "
+        f"{'agree':>7} {'top-1':>9}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
@@ -166,7 +169,8 @@ async def main() -> None:
             )
             print(
                 f"{r['identities']:>10} {r['embeddings']:>10} {r['matrix_mb']:>6.1f}MB "
-                f"{r['load_s'] * 1e3:>8.0f}ms {r['selftest_s'] * 1e3:>8.0f}ms {r['fast_med_ms']:>9.2f}ms {r['fast_p95_ms']:>6.2f}ms "
+                f"{r['load_s'] * 1e3:>8.0f}ms {r['selftest_s'] * 1e3:>8.0f}ms "
+                f"{r['fast_med_ms']:>9.2f}ms {r['fast_p95_ms']:>6.2f}ms "
                 f"{r['slow_med_ms']:>9.1f}ms {r['slow_med_ms'] / r['fast_med_ms']:>8.0f}x "
                 f"{r['agree']:>3}/{r['brute_n']:<3} {r['correct']:>4}/{r['queries']}"
             )

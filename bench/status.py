@@ -16,30 +16,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from facequeue.store import NewPerson, Store
+from facequeue.store import NewImage, NewPerson, SqliteStore
 
 
 async def fill(db: Path, n: int) -> None:
-    store = await Store.open(db)
+    store = await SqliteStore.open(db)
     people = [
         NewPerson(name=f"Person {i}", slug=f"Person_{i}", country=f"Country{i % 50}")
         for i in range(n)
     ]
     await store.add_people(people)
     images = [
-        dict(
-            person_id=pid,
-            provider="bench",
-            rank=r,
-            url=f"http://h/{pid}/{r}",
-            thumbnail_url=None,
-            page_url=None,
-            title=None,
-            license=None,
-            author=None,
-            width=None,
-            height=None,
-        )
+        NewImage(person_id=pid, provider="bench", rank=r, url=f"http://h/{pid}/{r}")
         for pid in range(1, min(n, 1000) + 1)
         for r in range(20)
     ]

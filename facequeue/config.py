@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from facequeue.errors import ConfigError
@@ -251,7 +252,7 @@ def _resolve(base: Path, value: str | Path) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _describe(err: dict) -> str:
+def _describe(err: ErrorDetails) -> str:
     key = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Protocol
 
 from anyascii import anyascii
 
@@ -17,17 +18,27 @@ def ascii_slug(text: str, max_len: int = 60) -> str:
     return flat[:max_len].strip("_") or "unknown"
 
 
-def person_folder(person: dict) -> str:
+class Named(Protocol):
+    """Anything with a person's slug and country (a Person, a Progress row...)."""
+
+    @property
+    def slug(self) -> str: ...
+
+    @property
+    def country(self) -> str: ...
+
+
+def person_folder(person: Named) -> str:
     """`<slug>__<country>`: unique because (slug, country) is unique in the people table."""
-    return f"{person['slug']}__{ascii_slug(person['country'])}"
+    return f"{person.slug}__{ascii_slug(person.country)}"
 
 
-def candidates_dir(cfg: Config, person: dict) -> Path:
+def candidates_dir(cfg: Config, person: Named) -> Path:
     """Face crops of every analyzed image (kept for re-curation and the review report)."""
     return cfg.data_dir / "candidates" / person_folder(person)
 
 
-def faces_dir(cfg: Config, person: dict) -> Path:
+def faces_dir(cfg: Config, person: Named) -> Path:
     """Accepted face crops and their JSON sidecars."""
     return cfg.faces_dir / person_folder(person)
 

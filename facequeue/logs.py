@@ -26,7 +26,7 @@ def setup_logging(
     """Configure structlog once per process. Logs go to stderr (and to log_file as JSON)."""
     if json_output is None:
         json_output = not sys.stderr.isatty()
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -36,17 +36,17 @@ def factory(cfg, store, res):
         async def fn(person):
             con = sqlite3.connect(cfg.db_path, timeout=30)
             recorded = con.execute(
-                "SELECT stage FROM people WHERE id = ?", (person["id"],)
+                "SELECT stage FROM people WHERE id = ?", (person.id,)
             ).fetchone()[0]
             con.close()
             order = list(STAGES) + ["done"]
             if order.index(recorded) > order.index(stage):
-                _note(f"VIOLATION {person['id']} {stage} recorded={recorded}")
-            _note(f"start {person['id']} {stage}")
+                _note(f"VIOLATION {person.id} {stage} recorded={recorded}")
+            _note(f"start {person.id} {stage}")
             await asyncio.sleep(SLOW * random.uniform(0.5, 1.5))
             if FAIL == stage:
                 raise RuntimeError(f"test failure in {stage}")
-            _note(f"end {person['id']} {stage}")
+            _note(f"end {person.id} {stage}")
             return None
 
         return fn

@@ -434,7 +434,8 @@ class FakeMediaWiki(_SearchBackend):
                                     "source": "commons-desc-page",
                                 },
                                 "Artist": {
-                                    "value": f'<a href="//commons.example/wiki/User:P{i}">Photographer &amp; {i}</a>',
+                                    "value": f'<a href="//commons.example/wiki/User:P{i}">'
+                                    f"Photographer &amp; {i}</a>",
                                     "source": "commons-desc-page",
                                 },
                             },

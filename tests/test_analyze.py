@@ -13,7 +13,6 @@ import pytest
 from facequeue.errors import ModelWeightsMissing
 from facequeue.stages.curate import CurationParams, gate
 from facequeue.vision import engine as faces
-from facequeue.vision.pool import AnalysisPool
 from facequeue.vision.analyze import (
     AnalysisSettings,
     Face,
@@ -23,6 +22,7 @@ from facequeue.vision.analyze import (
     init_worker,
     write_crop,
 )
+from facequeue.vision.pool import AnalysisPool
 
 PARAMS = CurationParams.for_model("Dlib")
 

@@ -144,7 +144,7 @@ def test_shipped_toml_documents_every_key_with_its_default():
 
     shipped = tomllib.loads((REPO / "facequeue.toml").read_text())
     defaults = Config.model_construct()
-    for section, model in Config.model_fields.items():
+    for section, _model in Config.model_fields.items():
         value = getattr(defaults, section)
         if isinstance(value, BaseModel):
             for key in type(value).model_fields:

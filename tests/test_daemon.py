@@ -95,8 +95,8 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path):
     assert rows == [("promoted", "done", 50)]
     assert con.execute("SELECT COUNT(DISTINCT slug) FROM people").fetchone()[0] == 50
     lines = journal.read_text().splitlines()
-    assert not [l for l in lines if l.startswith("VIOLATION")]
-    ends = {tuple(l.split()[1:]) for l in lines if l.startswith("end")}
+    assert not [ln for ln in lines if ln.startswith("VIOLATION")]
+    ends = {tuple(ln.split()[1:]) for ln in lines if ln.startswith("end")}
     ids = [r[0] for r in con.execute("SELECT id FROM people")]
     assert ends == {(str(i), s) for i in ids for s in STAGES}  # every stage of everyone done
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from facequeue.cli import main
-from facequeue.store import Store
+from facequeue.store import SqliteStore
 from facequeue.vision import engine as faces
 
 SECRET_R = "rk-very-secret-0123456789"
@@ -76,7 +76,7 @@ def test_healthy_installation_passes_and_loads_models(tmp_path, weights_home):
 
 
 async def _make_db(path: Path) -> None:
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     await store.close()
 
 

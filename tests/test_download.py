@@ -273,7 +273,7 @@ async def test_per_host_and_global_limits(testdata_dir, tmp_path):
     hosts = [ImageHost(testdata_dir, latency_s=0.05) for _ in range(3)]
     cfg = make_cfg(tmp_path, per_host=2, concurrency=4)
     async with serve(hosts[0].app) as u0, serve(hosts[1].app) as u1, serve(hosts[2].app) as u2:
-        for h, u in zip(hosts, (u0, u1, u2)):
+        for h, u in zip(hosts, (u0, u1, u2), strict=False):
             h.base_url = u
         async with Downloader(cfg) as dl:
             outs = await asyncio.gather(

@@ -48,7 +48,7 @@ def photos(testdata_dir: Path, name: str) -> list[str]:
 async def test_daemon_end_to_end(tmp_path, testdata_dir):
     async with fake_services(testdata_dir) as svc:
         img = svc.images
-        for name, (country, occupation, _) in PEOPLE.items():
+        for name, (_country, occupation, _) in PEOPLE.items():
             own = [p for p in photos(testdata_dir, name) if not p.endswith(f"/{HELD_BACK}.jpg")]
             # Laura Bush also appears beside George W. Bush: that photo must give her face.
             group = ["multi/lfw_Laura_Bush_0011.jpg"] if name == "Laura Bush" else []
@@ -90,7 +90,7 @@ min_images = 3
         code, out, err = await cli(cfg, "run", "--once")
         assert code == 0, err[-3000:]
         logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-        assert any(l["event"] == "person_finished" and "person_id" in l for l in logs)
+        assert any(ln["event"] == "person_finished" and "person_id" in ln for ln in logs)
 
     db = sqlite3.connect(tmp_path / "data" / "facequeue.db")
     db.row_factory = sqlite3.Row

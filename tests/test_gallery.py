@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from facequeue import layout
 from facequeue.config import Config
 from facequeue.stages import gallery
-from facequeue.store import NewPerson, Store
+from facequeue.store import NewPerson, Person, SqliteStore
 from facequeue.vision.analyze import AnalysisSettings, analyze_image, write_crop
 from facequeue.vision.recognize import (
     GalleryIndex,
@@ -70,12 +70,12 @@ def make_cfg(tmp_path: Path, weights_home: Path, **gallery_cfg) -> Config:
 
 async def add_person(
     cfg: Config,
-    store: Store,
+    store: SqliteStore,
     name: str,
     items,
     country: str = "Côte d'Ivoire",
     slug: str | None = None,
-) -> dict:
+) -> Person:
     """A curated person: one accepted image row per (photo, analysis), with a real crop."""
     slug = slug or name.replace(" ", "_")
     res = await store.add_people([NewPerson(name=name, slug=slug, country=country)])
@@ -86,9 +86,10 @@ async def add_person(
         write_crop(str(photo), fa.main_face, 0.2, str(crop))
         await store.conn.execute(
             "INSERT INTO images (person_id, provider, rank, url, state, embedding, crop_path, "
-            "is_reference, distance, raw_path) VALUES (?, 'folder', ?, ?, 'accepted', ?, ?, ?, ?, NULL)",
+            "is_reference, distance, raw_path) "
+            "VALUES (?, 'folder', ?, ?, 'accepted', ?, ?, ?, ?, NULL)",
             (
-                person["id"],
+                person.id,
                 rank,
                 f"file://{photo}#{rank}",
                 fa.embedding,
@@ -117,14 +118,14 @@ def summary(db: Path) -> dict[str, dict]:
 
 async def test_promote_is_idempotent_and_crash_safe(tmp_path, weights_home, analyzed):
     cfg = make_cfg(tmp_path, weights_home)
-    store = await Store.open(cfg.db_path)
+    store = await SqliteStore.open(cfg.db_path)
     try:
         colin = await add_person(cfg, store, "Colin Powell", analyzed["Colin_Powell"])
         assert await gallery.promote_person(cfg, store, colin) == ("promoted", None)
 
         folder = cfg.gallery_dir / "Colin_Powell__Cote_dIvoire"
         files = sorted(p.name for p in folder.iterdir())
-        rows = gallery_rows(cfg.db_path, colin["id"])
+        rows = gallery_rows(cfg.db_path, colin.id)
         assert len(files) == len(rows) == 6
         assert all(
             f.startswith("Colin_Powell_") and f.endswith(".jpg") and f.isascii() for f in files
@@ -134,7 +135,7 @@ async def test_promote_is_idempotent_and_crash_safe(tmp_path, weights_home, anal
 
         # again: same files (not rewritten), same rows
         assert await gallery.promote_person(cfg, store, colin) == ("promoted", None)
-        assert gallery_rows(cfg.db_path, colin["id"]) == rows
+        assert gallery_rows(cfg.db_path, colin.id) == rows
         assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()} == stats
 
         # a crash after the files were written but before the rows: a file without its row,
@@ -144,7 +145,7 @@ async def test_promote_is_idempotent_and_crash_safe(tmp_path, weights_home, anal
         (folder / "stray.jpg").write_bytes(b"not ours")
         assert await gallery.promote_person(cfg, store, colin) == ("promoted", None)
         assert sorted(p.name for p in folder.iterdir()) == files
-        assert [r[1:] for r in gallery_rows(cfg.db_path, colin["id"])] == [r[1:] for r in rows]
+        assert [r[1:] for r in gallery_rows(cfg.db_path, colin.id)] == [r[1:] for r in rows]
         # DeepFace can use the gallery folder as db_path: plain image files, one folder per identity
         assert summary(cfg.db_path)["Colin Powell"]["images"] == 6
     finally:
@@ -153,7 +154,7 @@ async def test_promote_is_idempotent_and_crash_safe(tmp_path, weights_home, anal
 
 async def test_insufficient_and_duplicate_bytes(tmp_path, weights_home, analyzed):
     cfg = make_cfg(tmp_path, weights_home)
-    store = await Store.open(cfg.db_path)
+    store = await SqliteStore.open(cfg.db_path)
     try:
         obama = await add_person(cfg, store, "Barack Obama", analyzed["Barack_Obama"], "USA")
         assert await gallery.promote_person(cfg, store, obama) == (
@@ -180,7 +181,7 @@ async def test_insufficient_and_duplicate_bytes(tmp_path, weights_home, analyzed
             cfg, store, "Condoleezza Rice", analyzed["Condoleezza_Rice"] + items[-1:], "USA2"
         )
         assert (await gallery.promote_person(cfg, store, extra))[0] == "promoted"
-        rows = gallery_rows(cfg.db_path, extra["id"])
+        rows = gallery_rows(cfg.db_path, extra.id)
         assert len(rows) == 6 and len({r[3] for r in rows}) == 6
     finally:
         await store.close()
@@ -190,7 +191,7 @@ async def test_self_test_recognition_and_forget(
     tmp_path, weights_home, analyzed, testdata_dir, settings
 ):
     cfg = make_cfg(tmp_path, weights_home)
-    store = await Store.open(cfg.db_path)
+    store = await SqliteStore.open(cfg.db_path)
     try:
         people = {}
         for who in ["Colin_Powell", "George_W_Bush", "Laura_Bush", "Kofi_Annan", "Tony_Blair"]:
@@ -231,7 +232,7 @@ async def test_self_test_recognition_and_forget(
         # forget: folder and rows gone; the person it duplicated is re-tested and clean again
         await gallery.forget_person(cfg, store, dup)
         assert not (cfg.gallery_dir / layout.person_folder(dup)).exists()
-        assert gallery_rows(cfg.db_path, dup["id"]) == []
+        assert gallery_rows(cfg.db_path, dup.id) == []
         s = summary(cfg.db_path)
         assert "G. W. Bush" not in s and not s["George W Bush"]["flagged"]
         assert s["George W Bush"]["self_test_top1"] == 1.0
@@ -243,7 +244,7 @@ def test_recognize_cli_json(tmp_path, weights_home, analyzed, testdata_dir):
     cfg = make_cfg(tmp_path, weights_home)
 
     async def setup():
-        store = await Store.open(cfg.db_path)
+        store = await SqliteStore.open(cfg.db_path)
         try:
             for who in ["Kofi_Annan", "Laura_Bush", "George_W_Bush"]:
                 p = await add_person(cfg, store, who.replace("_", " "), analyzed[who], "USA")
@@ -288,7 +289,7 @@ def test_index_agrees_with_brute_force(metric):
     index = GalleryIndex(
         pids, emb, [f"{i}.jpg" for i in range(500)], idents, metric, model="Dlib", threshold=0.6
     )
-    pairs = list(zip(pids.tolist(), emb))
+    pairs = list(zip(pids.tolist(), emb, strict=False))
     for q in rng.normal(size=(5, 128)).astype(np.float32):
         fast = [(m.person_id, m.distance) for m in index.search(q, top=5)]
         slow = brute_force_search(pairs, q, metric, top=5)

@@ -22,7 +22,7 @@ from facequeue import layout
 from facequeue.config import Config
 from facequeue.ops import report
 from facequeue.stages import gallery
-from facequeue.store import NewPerson, Store
+from facequeue.store import NewPerson, Person, SqliteStore
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -145,9 +145,9 @@ def synthetic_embedding(seed: int, center: np.ndarray) -> bytes:
     return (center + rng.normal(scale=0.02, size=128)).astype(np.float32).tobytes()
 
 
-async def build_db(cfg: Config, corpus: Path) -> dict[str, dict]:
+async def build_db(cfg: Config, corpus: Path) -> dict[str, Person]:
     """Three people: promoted (accepted + rejected of every kind), insufficient, queued."""
-    store = await Store.open(cfg.db_path)
+    store = await SqliteStore.open(cfg.db_path)
     people = {}
     try:
         res = await store.add_people(
@@ -159,7 +159,7 @@ async def build_db(cfg: Config, corpus: Path) -> dict[str, dict]:
                 NewPerson(name="Queued <Person>", slug="Queued_Person", country="USA"),
             ]
         )
-        for key, pid in zip(("tony", "colin", "queued"), res.added):
+        for key, pid in zip(("tony", "colin", "queued"), res.added, strict=False):
             people[key] = await store.get_person(pid)
         conn = store.conn
         raw_dir = cfg.data_dir / "raw"
@@ -167,7 +167,7 @@ async def build_db(cfg: Config, corpus: Path) -> dict[str, dict]:
 
         async def image(person, rank, url, state, **cols):
             cols = {
-                "person_id": person["id"],
+                "person_id": person.id,
                 "provider": "rapidapi",
                 "rank": rank,
                 "url": url,
@@ -186,7 +186,7 @@ async def build_db(cfg: Config, corpus: Path) -> dict[str, dict]:
             dest = layout.faces_dir(cfg, person)
             dest.mkdir(parents=True)
             for n, src in enumerate(sorted((corpus / "people" / who).iterdir())[:count]):
-                crop = dest / f"{person['slug']}_{n}.jpg"
+                crop = dest / f"{person.slug}_{n}.jpg"
                 shutil.copyfile(src, crop)
                 await image(
                     person,
@@ -250,12 +250,12 @@ async def build_db(cfg: Config, corpus: Path) -> dict[str, dict]:
         state, reason = await gallery.promote_person(cfg, store, people["colin"])
         assert state == "insufficient"
         await conn.execute(
-            "UPDATE people SET state = 'promoted', stage = 'done' WHERE id = ?", (tony["id"],)
+            "UPDATE people SET state = 'promoted', stage = 'done' WHERE id = ?", (tony.id,)
         )
         await conn.execute(
             "UPDATE people SET state = 'insufficient', stage = 'done', "
             "state_reason = ? WHERE id = ?",
-            (reason, people["colin"]["id"]),
+            (reason, people["colin"].id),
         )
     finally:
         await store.close()
@@ -266,7 +266,7 @@ async def test_report_renders_in_chromium_and_forgets(tmp_path, testdata_dir):
     cfg = Config(data_dir=tmp_path / "data", gallery={"threshold": 0.6})
     people = await build_db(cfg, testdata_dir)
     out = tmp_path / "report"
-    store = await Store.open(cfg.db_path)
+    store = await SqliteStore.open(cfg.db_path)
     try:
         index = await report.build_report(cfg, store, out)
     finally:
@@ -292,7 +292,7 @@ async def test_report_renders_in_chromium_and_forgets(tmp_path, testdata_dir):
         assert "3 accepted faces, need more than 5" in res["text"]
         assert len(res["images"]) >= 2  # covers of tony and colin
 
-        tony_page = next(p for p in pages if p.name.startswith(f"{people['tony']['id']}_"))
+        tony_page = next(p for p in pages if p.name.startswith(f"{people['tony'].id}_"))
         res = await browser.check(tony_page.as_uri())
         assert res["errors"] == [] and res["broken"] == []
         # 6 accepted crops + the kept PNG original + the cat; deleted and corrupt -> placeholders
@@ -307,10 +307,10 @@ async def test_report_renders_in_chromium_and_forgets(tmp_path, testdata_dir):
             assert res["errors"] == [] and res["broken"] == [], (page, res)
 
         # forget tony: gone from the gallery, and from the report once it is rebuilt from the DB
-        store = await Store.open(cfg.db_path)
+        store = await SqliteStore.open(cfg.db_path)
         try:
             await gallery.forget_person(cfg, store, people["tony"])
-            await store.delete_person(people["tony"]["id"])
+            await store.delete_person(people["tony"].id)
             assert await report.rebuild_if_present(cfg, store, out) == index
         finally:
             await store.close()

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from facequeue.cli import main
 from facequeue.stages import metadata
-from facequeue.store import NewPerson, Store
+from facequeue.store import Curated, NewImage, NewPerson, SqliteStore
 from facequeue.vision.analyze import AnalysisSettings
 
 PEOPLE = {  # folder -> list of (sex, age_group, skin_tone, quality)
@@ -104,7 +104,7 @@ def test_stats_from_the_database(tmp_path):
 
 async def fill_db(data: Path) -> None:
     """Two people; Ana has 2 accepted crops (one with a sidecar) and 1 rejected image."""
-    store = await Store.open(data / "facequeue.db")
+    store = await SqliteStore.open(data / "facequeue.db")
     try:
         added = await store.add_people(
             [
@@ -115,19 +115,7 @@ async def fill_db(data: Path) -> None:
         ana, bora = added.added
         await store.insert_images(
             [
-                dict(
-                    person_id=ana,
-                    provider="folder",
-                    rank=i,
-                    url=f"/p/{i}.jpg",
-                    thumbnail_url=None,
-                    page_url=None,
-                    title=None,
-                    license=None,
-                    author=None,
-                    width=None,
-                    height=None,
-                )
+                NewImage(person_id=ana, provider="folder", rank=i, url=f"/p/{i}.jpg")
                 for i in range(3)
             ]
         )
@@ -141,8 +129,8 @@ async def fill_db(data: Path) -> None:
                 if i == 0:  # the second accepted crop has no sidecar
                     make_sidecar(data / crop, ("female", "adult", "intermediate", "high"))
             updates.append(
-                dict(
-                    id=row["id"],
+                Curated(
+                    id=row.id,
                     state="accepted" if accepted else "rejected",
                     reason=None if accepted else "no_face",
                     detail=None,
@@ -154,6 +142,6 @@ async def fill_db(data: Path) -> None:
                     embedding=None,
                 )
             )
-        await store.update_images("image_curated", updates)
+        await store.record_curation(updates)
     finally:
         await store.close()

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from facequeue.errors import LeaseLost, StoreError
-from facequeue.store import MIGRATIONS_DIR, NewPerson, Store, migration_files
+from facequeue.store import MIGRATIONS_DIR, NewImage, NewPerson, SqliteStore, migration_files
 
 
 def person(i: int, country: str = "Serbia") -> NewPerson:
@@ -17,18 +17,18 @@ def person(i: int, country: str = "Serbia") -> NewPerson:
 
 @pytest.fixture
 async def store(tmp_path):
-    s = await Store.open(tmp_path / "fq.db")
+    s = await SqliteStore.open(tmp_path / "fq.db")
     yield s
     await s.close()
 
 
 async def test_migrations_from_empty_and_rerun_is_noop(tmp_path):
-    s = await Store.open(tmp_path / "a.db")
+    s = await SqliteStore.open(tmp_path / "a.db")
     applied = await s.applied_migrations()
     assert [v for v, _, _ in applied] == [v for v, _, _ in migration_files()]
     assert await s.migrate() == []  # re-run: nothing to do
     await s.close()
-    s = await Store.open(tmp_path / "a.db")  # reopen: still nothing applied twice
+    s = await SqliteStore.open(tmp_path / "a.db")  # reopen: still nothing applied twice
     assert len(await s.applied_migrations()) == len(migration_files())
     await s.close()
     con = sqlite3.connect(tmp_path / "a.db")
@@ -44,7 +44,7 @@ async def test_failed_migration_rolls_back_and_stays_pending(tmp_path):
         (mig / path.name).write_text(path.read_text())
     (mig / "9999_broken.sql").write_text("CREATE TABLE ok_table (a INTEGER);\nNOT SQL AT ALL;\n")
     with pytest.raises(StoreError, match="9999_broken"):
-        await Store.open(tmp_path / "b.db", migrations_dir=mig)
+        await SqliteStore.open(tmp_path / "b.db", migrations_dir=mig)
     con = sqlite3.connect(tmp_path / "b.db")
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "ok_table" not in tables and "people" in tables
@@ -61,22 +61,22 @@ async def test_add_people_dedups_by_slug_and_country(store):
 async def test_claim_lease_heartbeat_expiry_and_reclaim(store):
     await store.add_people([person(1)])
     a = await store.claim("A", lease_s=0.3)
-    assert a and a["state"] == "running" and a["lease_owner"] == "A"
+    assert a and a.state == "running" and a.lease_owner == "A"
     assert await store.claim("B", lease_s=0.3) is None  # leased: nobody else gets it
-    assert await store.renew_leases("A", 0.3) == [a["id"]]
+    assert await store.renew_leases("A", 0.3) == [a.id]
     await asyncio.sleep(0.5)
     b = await store.claim("B", lease_s=30)  # expired lease is reclaimed by a claim
-    assert b and b["id"] == a["id"] and b["lease_owner"] == "B"
+    assert b and b.id == a.id and b.lease_owner == "B"
     with pytest.raises(LeaseLost):
-        await store.advance_stage(a["id"], "A", "download")  # A lost it
-    await store.advance_stage(b["id"], "B", "download")
-    assert (await store.get_person(b["id"]))["stage"] == "download"
-    await store.release(b["id"], "B")
+        await store.advance_stage(a.id, "A", "download")  # A lost it
+    await store.advance_stage(b.id, "B", "download")
+    assert (await store.get_person(b.id)).stage == "download"
+    await store.release(b.id, "B")
     c = await store.claim("C", lease_s=0.2)
-    assert c["stage"] == "download"  # resumes after the stage recorded as done
+    assert c.stage == "download"  # resumes after the stage recorded as done
     await asyncio.sleep(0.4)
-    assert [r["id"] for r in await store.reclaim_expired()] == [c["id"]]
-    assert (await store.get_person(c["id"]))["state"] == "queued"
+    assert [r.id for r in await store.reclaim_expired()] == [c.id]
+    assert (await store.get_person(c.id)).state == "queued"
 
 
 async def test_retry_with_backoff_then_failed_then_retry_command(store):
@@ -85,30 +85,30 @@ async def test_retry_with_backoff_then_failed_then_retry_command(store):
         p = await store.claim("A", 30)
         assert p is not None, f"attempt {attempt} not claimable"
         state, attempts = await store.fail_attempt(
-            p["id"], "A", "boom", max_attempts=3, delay_s=0.0 if attempt < 2 else 0.3
+            p.id, "A", "boom", max_attempts=3, delay_s=0.0 if attempt < 2 else 0.3
         )
         assert attempts == attempt
         if attempt == 2:
             assert await store.claim("A", 30) is None  # backing off
             await asyncio.sleep(0.4)
     assert state == "failed"
-    row = await store.get_person(p["id"])
-    assert row["state"] == "failed" and row["last_error"] == "boom" and row["attempts"] == 3
+    row = await store.get_person(p.id)
+    assert row.state == "failed" and row.last_error == "boom" and row.attempts == 3
     assert await store.claim("A", 30) is None
-    assert await store.retry_failed() == [p["id"]]
+    assert await store.retry_failed() == [p.id]
     again = await store.claim("A", 30)
-    assert again["attempts"] == 0 and again["last_error"] is None
+    assert again.attempts == 0 and again.last_error is None
 
 
 async def test_two_connections_never_claim_the_same_person(tmp_path):
     db = tmp_path / "two.db"
-    s1, s2 = await Store.open(db), await Store.open(db)
+    s1, s2 = await SqliteStore.open(db), await SqliteStore.open(db)
     await s1.add_people([person(i) for i in range(40)])
 
     async def grab(s, owner):
         got = []
         while (p := await s.claim(owner, 60)) is not None:
-            got.append(p["id"])
+            got.append(p.id)
         return got
 
     g1, g2 = await asyncio.gather(grab(s1, "one"), grab(s2, "two"))
@@ -120,23 +120,7 @@ async def test_two_connections_never_claim_the_same_person(tmp_path):
 async def test_rejected_image_needs_a_reason(store):
     await store.add_people([person(1)])
     p = await store.claim("A", 30)
-    await store.insert_images(
-        [
-            dict(
-                person_id=p["id"],
-                provider="t",
-                rank=1,
-                url="http://x/1",
-                thumbnail_url=None,
-                page_url=None,
-                title=None,
-                license=None,
-                author=None,
-                width=None,
-                height=None,
-            )
-        ]
-    )
-    img = (await store.images_of(p["id"]))[0]
+    await store.insert_images([NewImage(person_id=p.id, provider="t", rank=1, url="http://x/1")])
+    img = (await store.images_of(p.id))[0]
     with pytest.raises(sqlite3.IntegrityError):
-        await store.update_image("image_rejected", id=img["id"], reason=None, detail=None)
+        await store.reject_image(img.id, reason=None, detail=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -109,25 +110,25 @@ def gallery_cmd(app: App, flagged: bool, as_json: bool) -> None:
         async with open_store(app.config) as store:
             return await gallery_listing(store)
 
-    rows = [r for r in run_async(go()) if r["flagged"] or not flagged]
+    rows = [r for r in run_async(go()) if r.flagged or not flagged]
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        click.echo(json.dumps([asdict(r) for r in rows], ensure_ascii=False, indent=2))
         return
     table = Table(title=f"gallery: {len(rows)} identities")
     for col in ("id", "person", "country", "images", "top-1", "margin", "nearest other", "flag"):
         table.add_column(col)
     for r in rows:
-        top1 = "" if r["self_test_top1"] is None else f"{100 * r['self_test_top1']:.0f}%"
-        margin = "" if r["margin"] is None else f"{r['margin']:.3f}"
+        top1 = "" if r.self_test_top1 is None else f"{100 * r.self_test_top1:.0f}%"
+        margin = "" if r.margin is None else f"{r.margin:.3f}"
         table.add_row(
-            str(r["person_id"]),
-            r["person"],
-            r["country"],
-            str(r["images"]),
+            str(r.person_id),
+            r.person,
+            r.country,
+            str(r.images),
             top1,
             margin,
-            r["nearest_other"] or "",
-            f"[red]{r['flag_reason']}[/]" if r["flagged"] else "",
+            r.nearest_other or "",
+            f"[red]{r.flag_reason}[/]" if r.flagged else "",
         )
     Console().print(table)
 

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
@@ -15,83 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from facequeue.cli import App, main, pass_app, run_async
-from facequeue.errors import InputError, NotFoundError
-
-
-class _LazyMetadata:
-    """facequeue.stages.metadata pulls in numpy/OpenCV: import it on first use, so that other
-    commands (`status` above all) start fast."""
-
-    def __getattr__(self, name: str) -> Any:
-        from facequeue.stages import metadata
-
-        return getattr(metadata, name)
-
-
-md = _LazyMetadata()
-
-
-# ============================================================================ metadata
-
-
-def plan(images: list[Path], force: bool) -> tuple[list[Path], list[Path], dict[Path, str]]:
-    """(to generate, already have JSON, errors found before analysis: path -> reason).
-
-    A sidecar that exists but is not a JSON object (empty, truncated) is regenerated.
-    Two images with one base name (a.jpg, a.png) would share a.json: the first keeps it."""
-    todo, have, errors = [], [], {}
-    owner: dict[Path, Path] = {}
-    for img in images:
-        side = md.sidecar_path(img)
-        if side in owner:
-            errors[img] = f"its sidecar {side.name} belongs to {owner[side].name} (same base name)"
-            continue
-        owner[side] = img
-        if not force and side.exists() and md.read_sidecar(side) is not None:
-            have.append(img)
-        else:
-            todo.append(img)
-    return todo, have, errors
-
-
-async def generate(
-    paths: list[Path], settings: Any, workers: int, force: bool, on_done=None
-) -> dict[Path, str | None]:
-    """Describe every image in the analysis pool and write its sidecar. Returns path -> None
-    (written) or the reason it failed; one bad file never stops the others."""
-    from facequeue.vision.pool import AnalysisPool
-
-    results: dict[Path, str | None] = {}
-    pool = AnalysisPool(settings, workers)
-    sem = asyncio.Semaphore(workers * 2)  # keep the pool fed without queueing everything
-
-    async def one(path: Path) -> None:
-        async with sem:
-            try:
-                described = await pool.run(md.describe_image, str(path), settings)
-                if described["status"] == "unreadable":
-                    raise ValueError(described["detail"] or "unreadable image")
-                previous = md.read_sidecar(md.sidecar_path(path)) if force else None
-                sidecar = md.build_sidecar(
-                    path,
-                    analysis_of_crop=described,
-                    person=None,
-                    image_row=None,
-                    settings=settings,
-                    previous=previous,
-                )
-                md.write_sidecar(path, sidecar)
-                results[path] = None
-            except Exception as exc:  # noqa: BLE001 - reported per file, batch continues
-                results[path] = str(exc) or type(exc).__name__
-        if on_done:
-            on_done(path, results[path])
-
-    try:
-        await asyncio.gather(*(one(p) for p in paths))
-    finally:
-        await asyncio.get_running_loop().run_in_executor(None, pool.close)
-    return results
+from facequeue.config import Config
+from facequeue.errors import InputError
+from facequeue.ops.backfill import generate, md, plan  # noqa: F401 - plan: tests use it here
 
 
 def _summary_table(found: int, had: int, generated: int, errors: int) -> Table:
@@ -136,10 +60,36 @@ def metadata_cmd(
     colour, colours; age and sex when DeepFace's weights are installed). Exit code 1 if
     any image failed; the failures are listed with their reasons.
     """
-    console = Console()
     out = Console(highlight=False, soft_wrap=True)
     images = md.scan_images(directory, recursive=recursive)
     todo, have, errors = plan(images, force)
+    _print_found(out, directory, images, todo, have, errors, force)
+    if dry_run:
+        _print_dry_run(out, todo, errors)
+        return
+    generated = 0
+    if todo:
+        if not yes:
+            click.confirm(
+                f"\nGenerate metadata for {len(todo)} image(s)?", default=True, abort=True
+            )
+        results = _generate_with_progress(out, app.config, todo, workers, force)
+        generated = sum(1 for e in results.values() if e is None)
+        errors.update({p: e for p, e in results.items() if e is not None})
+    _print_final(out, directory, images, have, generated, errors)
+    if errors:
+        ctx.exit(1)
+
+
+def _print_found(
+    out: Console,
+    directory: Path,
+    images: list[Path],
+    todo: list[Path],
+    have: list[Path],
+    errors: dict[Path, str],
+    force: bool,
+) -> None:
     out.print(f"\nScanning directory: {escape(str(directory.resolve()))}\n")
     out.print("Found:")
     out.print(f"  Total images: {len(images)}")
@@ -148,69 +98,76 @@ def metadata_cmd(
     if errors:
         out.print(f"  Cannot get metadata: {len(errors)}")
 
-    if dry_run:
-        out.print("\nDry run: nothing is written. Would generate:")
-        for p in todo:
-            out.print(f"  {escape(str(p))}")
-        for p, reason in errors.items():
-            out.print(f"  [red]error[/red] {escape(str(p))}: {escape(reason)}")
-        return
-    generated = 0
-    if todo:
-        if not yes:
-            click.confirm(
-                f"\nGenerate metadata for {len(todo)} image(s)?", default=True, abort=True
+
+def _print_dry_run(out: Console, todo: list[Path], errors: dict[Path, str]) -> None:
+    out.print("\nDry run: nothing is written. Would generate:")
+    for p in todo:
+        out.print(f"  {escape(str(p))}")
+    for p, reason in errors.items():
+        out.print(f"  [red]error[/red] {escape(str(p))}: {escape(reason)}")
+
+
+def _generate_with_progress(
+    out: Console, cfg: Config, todo: list[Path], workers: int | None, force: bool
+) -> dict[Path, str | None]:
+    """A progress bar on a terminal, one line per image elsewhere (logs, pipes)."""
+    from facequeue.vision.analyze import AnalysisSettings
+
+    settings = AnalysisSettings.from_config(cfg)
+    n_workers = workers or cfg.analysis.workers
+    out.print(f"\nGenerating metadata ({n_workers} worker(s))...\n")
+    t0 = time.perf_counter()
+    console = Console()
+    if console.is_terminal:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        with Progress(
+            TextColumn("  Processing images..."),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("metadata", total=len(todo))
+            results = run_async(
+                generate(todo, settings, n_workers, force, on_done=lambda p, e: bar.advance(task))
             )
-        cfg = app.config
-        from facequeue.vision.analyze import AnalysisSettings
+    else:
+        done = [0]
 
-        settings = AnalysisSettings.from_config(cfg)
-        n_workers = workers or cfg.analysis.workers
-        out.print(f"\nGenerating metadata ({n_workers} worker(s))...\n")
-        t0 = time.perf_counter()
-        if console.is_terminal:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            with Progress(
-                TextColumn("  Processing images..."),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=console,
-            ) as bar:
-                task = bar.add_task("metadata", total=len(todo))
-                results = run_async(
-                    generate(
-                        todo, settings, n_workers, force, on_done=lambda p, e: bar.advance(task)
-                    )
-                )
-        else:
-            done = [0]
-
-            def line(path: Path, err: str | None) -> None:
-                done[0] += 1
-                click.echo(
-                    f"[{done[0]}/{len(todo)}] {'error' if err else 'ok'} {path}"
-                    + (f": {err}" if err else "")
-                )
-
-            results = run_async(generate(todo, settings, n_workers, force, on_done=line))
-        elapsed = time.perf_counter() - t0
-        generated = sum(1 for e in results.values() if e is None)
-        errors.update({p: e for p, e in results.items() if e is not None})
-        if generated:
-            out.print(
-                f"\n{generated} sidecar(s) in {elapsed:.1f} s ({generated / elapsed:.1f} images/s)"
+        def line(path: Path, err: str | None) -> None:
+            done[0] += 1
+            click.echo(
+                f"[{done[0]}/{len(todo)}] {'error' if err else 'ok'} {path}"
+                + (f": {err}" if err else "")
             )
 
+        results = run_async(generate(todo, settings, n_workers, force, on_done=line))
+    elapsed = time.perf_counter() - t0
+    generated = sum(1 for e in results.values() if e is None)
+    if generated:
+        out.print(
+            f"\n{generated} sidecar(s) in {elapsed:.1f} s ({generated / elapsed:.1f} images/s)"
+        )
+    return results
+
+
+def _print_final(
+    out: Console,
+    directory: Path,
+    images: list[Path],
+    have: list[Path],
+    generated: int,
+    errors: dict[Path, str],
+) -> None:
     out.print("\n" + "=" * 60)
     out.print("METADATA GENERATION COMPLETE" + (" WITH ERRORS" if errors else "!"))
     out.print("=" * 60 + "\n")
@@ -228,8 +185,6 @@ def metadata_cmd(
     else:
         out.print(f"\n{len(images) - n_json} image(s) still lack metadata.")
     out.print("=" * 60)
-    if errors:
-        ctx.exit(1)
 
 
 # ============================================================================ stats
@@ -242,24 +197,6 @@ LABELS = {
     "skin_tone": "Skin tone (ITA)",
     "image_quality": "Quality level",
 }
-
-
-async def _db_records(app: App) -> tuple[list[dict], list[str], int]:
-    from facequeue.store import Store
-
-    cfg = app.config
-    if not cfg.db_path.is_file():
-        raise NotFoundError(f"no database at {cfg.db_path} (set data_dir or --config)")
-    from facequeue.ops import stats as dataset_stats
-
-    store = await Store.open(cfg.db_path, migrate=False)
-    try:
-        rows = [dict(r) for r in await store.query("metadata_accepted_images")]
-        people = [dict(r) for r in await store.query("metadata_people")]
-    finally:
-        await store.close()
-    records, missing = dataset_stats.records_from_rows(rows, cfg.data_dir)
-    return records, [p["person"] for p in people if not p["accepted"]], missing
 
 
 def _print_stats(stats: dict, top: int, notes: list[str]) -> None:
@@ -309,9 +246,9 @@ def _print_stats(stats: dict, top: int, notes: list[str]) -> None:
 @click.option(
     "--top", type=click.IntRange(1), default=20, show_default=True, help="Rows per table."
 )
-@click.pass_context
+@pass_app
 def stats_cmd(
-    ctx: click.Context,
+    app: App,
     directory: Path | None,
     use_db: bool,
     as_json: bool,
@@ -328,12 +265,13 @@ def stats_cmd(
     notes: list[str] = []
     empty: list[str] = []
     if use_db:
-        records, empty, missing = run_async(_db_records(ctx.find_object(App)))
+        records, empty, missing = run_async(dataset_stats.db_records(app.config))
         if missing:
             notes.append(
                 f"{missing} accepted image(s) have no readable sidecar (attributes 'unknown')"
             )
     else:
+        assert directory is not None  # checked above
         records, bad = dataset_stats.records_from_dir(directory)
         if bad:
             notes.append(f"{bad} JSON file(s) are not sidecars or not readable: skipped")

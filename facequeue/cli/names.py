@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import click
 from rich.console import Console
 from rich.table import Table
@@ -39,7 +41,7 @@ def add_country(
     country: str,
     occupations: tuple[str, ...],
     count: int | None,
-    source: str | None,
+    source: Literal["llm", "wikidata"] | None,
     dry_run: bool,
 ) -> None:
     """Queue the best-known people of COUNTRY, for each occupation.

@@ -2,56 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from facequeue import layout
 from facequeue.cli import App, main, pass_app, run_async
-from facequeue.config import Config
-from facequeue.errors import InputError, NotFoundError
-from facequeue.store import NewPerson, Store, open_store
-
-MAX_NAME = 200
-MAX_FIELD = 200
-
-
-def _clean(value: str | None, what: str, required: bool = False) -> str | None:
-    text = " ".join((value or "").split())
-    if not text:
-        if required:
-            raise InputError(f"{what} is empty")
-        return None
-    if len(text) > MAX_FIELD:
-        raise InputError(f"{what} is too long ({len(text)} characters, at most {MAX_FIELD})")
-    if any(ord(c) < 32 for c in text):
-        raise InputError(f"{what} contains control characters")
-    return text
-
-
-def new_person(
-    name: str, country: str, occupation: str | None, source: str, search_name: str | None = None
-) -> NewPerson:
-    from facequeue.intake.names import search_name as best_search_name
-    from facequeue.intake.names import slugify
-
-    name = _clean(name, "name", required=True)
-    country = _clean(country, "country", required=True)
-    occupation = _clean(occupation, "occupation")
-    return NewPerson(
-        name=name,
-        slug=slugify(name, country),
-        country=country,
-        occupation=occupation,
-        source=source,
-        search_name=_clean(search_name, "search name") or best_search_name(name, country),
-    )
+from facequeue.errors import InputError
+from facequeue.intake.people import new_person, read_people_csv
+from facequeue.ops import queue as ops
+from facequeue.store import connect, open_store
 
 
 @main.command("add-person")
@@ -98,40 +62,6 @@ def import_csv(app: App, file: Path, dry_run: bool) -> None:
     click.echo(f"queued {len(result.added)} people, {len(result.skipped)} already queued")
 
 
-def read_people_csv(file: Path) -> list[NewPerson]:
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(f"{file}: not UTF-8 text") from None
-    reader = csv.reader(text.splitlines())
-    header = next(reader, None)
-    if not header:
-        raise InputError(f"{file}: empty file")
-    cols = [h.strip().lower() for h in header]
-    if "name" not in cols or "country" not in cols:
-        raise InputError(f"{file}: line 1: header must name the columns 'name' and 'country'")
-    unknown = set(cols) - {"name", "country", "occupation", "search_name"}
-    if unknown:
-        raise InputError(f"{file}: line 1: unknown column(s) {', '.join(sorted(unknown))}")
-    people, seen = [], set()
-    for lineno, row in enumerate(reader, start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(cols):
-            raise InputError(f"{file}: line {lineno}: expected {len(cols)} fields, got {len(row)}")
-        rec = dict(zip(cols, row))
-        try:
-            person = new_person(
-                rec["name"], rec["country"], rec.get("occupation"), "csv", rec.get("search_name")
-            )
-        except InputError as exc:
-            raise InputError(f"{file}: line {lineno}: {exc}") from None
-        if (person.slug, person.country) not in seen:
-            seen.add((person.slug, person.country))
-            people.append(person)
-    return people
-
-
 @main.command()
 @click.argument("person", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -141,53 +71,42 @@ def status(app: App, person: str | None, as_json: bool, limit: int) -> None:
     """Show the queue, the daemon's heartbeat and progress (or one PERSON's image outcomes)."""
     cfg = app.config
 
-    async def go():
+    async def go() -> ops.Overview | ops.PersonStatus:
         async with open_store(cfg) as store:
             if person:
-                row = await _find_one(store, person)
-                return {
-                    "person": await store.progress_of(row["id"]),
-                    "outcomes": await store.image_reasons(row["id"]),
-                }
-            stale = cfg.queue.heartbeat_s * 3 + 5
-            return {
-                "queue": await store.queue_summary(),
-                "daemons": await store.live_daemons(stale),
-                "people": await store.progress(limit),
-                "failures": await store.recent_failures(5),
-            }
+                return await ops.person_status(store, person)
+            return await ops.overview(cfg, store, limit)
 
     data = run_async(go())
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json.dumps(asdict(data), indent=2, default=str))
         return
     # Off a terminal (pipes, cron mail) rich would wrap at 80 columns: use a wide page instead.
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    if person:
+    if isinstance(data, ops.PersonStatus):
         _print_person(console, data)
     else:
         _print_overview(console, data)
 
 
-def _print_overview(console: Console, data: dict) -> None:
-    daemons = data["daemons"]
-    if daemons:
-        for d in daemons:
+def _print_overview(console: Console, data: ops.Overview) -> None:
+    if data.daemons:
+        for d in data.daemons:
             console.print(
-                f"daemon alive: pid {d['pid']} on {d['host']}, "
-                f"{d['in_flight']} in flight, heartbeat {d['heartbeat_at']}"
+                f"daemon alive: pid {d.pid} on {d.host}, "
+                f"{d.in_flight} in flight, heartbeat {d.heartbeat_at}"
             )
     else:
         console.print("daemon: not running")
     table = Table(title="queue")
     table.add_column("state")
     table.add_column("people", justify="right")
-    for state, count in sorted(data["queue"].items()):
+    for state, count in sorted(data.queue.items()):
         table.add_row(state, str(count))
-    table.add_row("total", str(sum(data["queue"].values())), style="bold")
+    table.add_row("total", str(sum(data.queue.values())), style="bold")
     console.print(table)
-    if data["people"]:
-        people = Table(title=f"people (first {len(data['people'])})")
+    if data.people:
+        people = Table(title=f"people (first {len(data.people)})")
         for col in (
             "id",
             "person",
@@ -200,51 +119,41 @@ def _print_overview(console: Console, data: dict) -> None:
             "note",
         ):
             people.add_column(col)
-        for p in data["people"]:
-            note = p["last_error"] or p["state_reason"] or ""
+        for p in data.people:
+            note = p.last_error or p.state_reason or ""
             people.add_row(
-                str(p["person_id"]),
-                p["person"],
-                p["country"],
-                p["stage"],
-                p["state"],
-                str(p["images"]),
-                str(p["accepted"]),
-                str(p["rejected"]),
+                str(p.person_id),
+                p.person,
+                p.country,
+                p.stage,
+                p.state,
+                str(p.images),
+                str(p.accepted),
+                str(p.rejected),
                 note[:60],
             )
         console.print(people)
-    for f in data["failures"]:
-        console.print(f"[red]failed[/red] #{f['id']} {f['name']}: {f['last_error']}")
+    for f in data.failures:
+        console.print(f"[red]failed[/red] #{f.id} {f.name}: {f.last_error}")
 
 
-def _print_person(console: Console, data: dict) -> None:
-    p = data["person"]
+def _print_person(console: Console, data: ops.PersonStatus) -> None:
+    p = data.person
     console.print(
-        f"#{p['person_id']} {p['person']} ({p['country']}): state {p['state']}, "
-        f"stage {p['stage']}, {p['images']} images, {p['accepted']} accepted, "
-        f"{p['rejected']} rejected"
+        f"#{p.person_id} {p.person} ({p.country}): state {p.state}, "
+        f"stage {p.stage}, {p.images} images, {p.accepted} accepted, "
+        f"{p.rejected} rejected"
     )
-    if p["state_reason"]:
-        console.print(f"reason: {p['state_reason']}")
-    if p["last_error"]:
-        console.print(f"last error: {p['last_error']}")
+    if p.state_reason:
+        console.print(f"reason: {p.state_reason}")
+    if p.last_error:
+        console.print(f"last error: {p.last_error}")
     table = Table(title="images by outcome")
     for col in ("state", "reason", "images"):
         table.add_column(col)
-    for r in data["outcomes"]:
-        table.add_row(r["state"], r["reason"], str(r["images"]))
+    for r in data.outcomes:
+        table.add_row(r.state, r.reason, str(r.images))
     console.print(table)
-
-
-async def _find_one(store: Store, ref: str) -> dict:
-    matches = await store.find_people(ref)
-    if not matches:
-        raise NotFoundError(f"no person matches {ref!r} (use an id, a slug or the exact name)")
-    if len(matches) > 1:
-        listed = ", ".join(f"#{m['id']} {m['name']} ({m['country']})" for m in matches[:5])
-        raise InputError(f"{ref!r} matches several people: {listed}; use the id")
-    return matches[0]
 
 
 @main.command()
@@ -255,7 +164,7 @@ def retry(app: App, person: str | None) -> None:
 
     async def go():
         async with open_store(app.config) as store:
-            pid = (await _find_one(store, person))["id"] if person else None
+            pid = (await ops.find_person(store, person)).id if person else None
             return await store.retry_failed(pid)
 
     ids = run_async(go())
@@ -271,40 +180,21 @@ def forget(app: App, person: str, yes: bool) -> None:
     cfg = app.config
 
     async def go():
+        from facequeue.ops.forget import check_forgettable, forget_person
+
         async with open_store(cfg) as store:
-            row = await _find_one(store, person)
-            live = await store.live_daemons(cfg.queue.heartbeat_s * 3 + 5)
-            if row["state"] == "running" and live:
-                raise InputError(
-                    f"#{row['id']} {row['name']} is being processed right now; "
-                    "try again when it is done"
-                )
+            row = await ops.find_person(store, person)
+            await check_forgettable(cfg, store, row)
             if not yes:
                 click.confirm(
-                    f"forget #{row['id']} {row['name']} ({row['country']}) and all its files?",
+                    f"forget #{row.id} {row.name} ({row.country}) and all its files?",
                     abort=True,
                 )
             await forget_person(cfg, store, row)
             return row
 
     row = run_async(go())
-    click.echo(f"forgot #{row['id']} {row['name']} ({row['country']})")
-
-
-async def forget_person(cfg: Config, store: Store, person: dict) -> None:
-    """Files first, rows last: if interrupted, running forget again finishes the job."""
-    from facequeue.stages import gallery
-
-    await gallery.forget_person(cfg, store, person)
-    for img in await store.images_of(person["id"]):
-        if img["raw_path"] and await store.other_users_of_raw(img["raw_path"], person["id"]) == 0:
-            layout.absolute(cfg, img["raw_path"]).unlink(missing_ok=True)
-    for folder in (layout.faces_dir(cfg, person), layout.candidates_dir(cfg, person)):
-        shutil.rmtree(folder, ignore_errors=True)
-    await store.delete_person(person["id"])
-    from facequeue.ops import report
-
-    await report.rebuild_if_present(cfg, store)
+    click.echo(f"forgot #{row.id} {row.name} ({row.country})")
 
 
 @main.command()
@@ -324,15 +214,11 @@ def recurate(app: App, person: str | None, all_people: bool) -> None:
 
     async def go():
         async with open_store(cfg) as store:
-            rows = await store.people_at_rest() if all_people else [await _find_one(store, person)]
-            ids = []
-            for row in rows:
-                if row["state"] == "running":
-                    raise InputError(f"#{row['id']} {row['name']} is being processed right now")
-                if row["stage"] in ("curate", "promote", "done"):
-                    await store.requeue(row["id"], "curate")
-                    ids.append(row["id"])
-            return ids
+            if person is None:  # --all
+                rows = await store.people_at_rest()
+            else:
+                rows = [await ops.find_person(store, person)]
+            return await ops.queue_recuration(store, rows)
 
     ids = run_async(go())
     if not ids:
@@ -348,7 +234,7 @@ def migrate(app: App) -> None:
     """Apply pending database migrations (the daemon also does this at start)."""
 
     async def go():
-        store = await Store.open(app.config.db_path, migrate=False)
+        store = await connect(app.config, migrate=False)
         try:
             applied = await store.migrate()
             return applied, await store.applied_migrations()

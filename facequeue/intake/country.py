@@ -71,14 +71,5 @@ async def existing(cfg: Config, people: list[NewPerson]) -> AddResult:
     """Which of `people` are already queued (reads the database only if it exists)."""
     if not cfg.db_path.exists():
         return AddResult([], [])
-    skipped = []
     async with open_store(cfg) as store:
-        for person in people:
-            if await store.query(
-                "person_exists",
-                slug=person.slug,
-                country=person.country,
-                wikidata_id=person.wikidata_id,
-            ):
-                skipped.append(person)
-    return AddResult([], skipped)
+        return AddResult([], await store.already_queued(people))

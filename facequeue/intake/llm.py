@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import unicodedata
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import openai
@@ -28,6 +29,7 @@ from facequeue.intake import wikidata
 from facequeue.intake.names import Dropped, Found, Plan, build_plan, gather_all, with_cross_checks
 
 log = structlog.get_logger("facequeue.intake.llm")
+M = TypeVar("M", bound=BaseModel)
 # The openai package's HTTP client logs every request at INFO; ours says what matters.
 for _name in ("httpx", "httpx2"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -138,7 +140,7 @@ def _norm(name: str) -> str:
     return " ".join(unicodedata.normalize("NFC", name).casefold().split())
 
 
-def _parse(resp: object, model_cls: type[BaseModel]) -> BaseModel:
+def _parse(resp: object, model_cls: type[M]) -> M:
     if not isinstance(resp, ChatCompletion) or not resp.choices:
         raise _BadAnswer("not a chat completion")
     choice = resp.choices[0]
@@ -191,8 +193,8 @@ class Llm:
         user: dict,
         schema_name: str,
         schema: dict,
-        model_cls: type[BaseModel],
-    ) -> BaseModel:
+        model_cls: type[M],
+    ) -> M:
         """One structured-output request, retried with backoff; LlmError when it never works."""
         cfg = self.cfg.llm
         attempts = cfg.max_retries + 1
@@ -328,7 +330,11 @@ async def plan_country(cfg: Config, country: str, occupations: list[str], count:
             (g.country_name.strip() for g, _, _ in results if g.country_name.strip()), country
         )
     )
-    found = [Found(name, occ) for occ, (_, kept, _) in zip(occupations, results) for name in kept]
+    found = [
+        Found(name, occ)
+        for occ, (_, kept, _) in zip(occupations, results, strict=True)
+        for name in kept
+    ]
     dropped = [d for _, _, ds in results for d in ds]
     notes = []
     if place is not None and found:

@@ -68,7 +68,9 @@ def _key(country: str | None) -> str:
 
 
 def clean_name(name: str) -> str:
-    """A name as given, in NFC with collapsed whitespace; InputError if it has no letter or digit."""
+    """A name as given, in NFC with collapsed whitespace.
+
+    InputError if it has no letter or digit."""
     if not isinstance(name, str):
         raise InputError(f"a name must be text, got {type(name).__name__}")
     text = " ".join(unicodedata.normalize("NFC", name).split())

@@ -337,11 +337,11 @@ async def plan_country(cfg: Config, country: str, occupations: list[str], count:
         lists = await gather_all([wd.people(place, o, count) for o in occ_items], CONCURRENCY)
     found = [
         Found(p.name, occ, p.qid, p.portrait_url, None)
-        for occ, people in zip(occupations, lists)
+        for occ, people in zip(occupations, lists, strict=True)
         for p in people
     ]
     plan = build_plan(place.label, "wikidata", found)
-    for occ, people in zip(occupations, lists):
+    for occ, people in zip(occupations, lists, strict=True):
         if not people:
             plan.notes.append(f"Wikidata lists nobody for {occ!r} in {place.label}")
     return plan

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from facequeue.errors import FacequeueError
+from facequeue.config import Config
+from facequeue.errors import FacequeueError, StoreError
+
+if TYPE_CHECKING:
+    from facequeue.store import Store
 
 DISK_FAIL_BYTES = 1 << 30  # < 1 GiB free: the daemon will fill the disk soon
 DISK_WARN_BYTES = 5 << 30
@@ -43,7 +46,7 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def check_data_dir(cfg: Any) -> Check:
+def check_data_dir(cfg: Config) -> Check:
     d = Path(cfg.data_dir)
     if d.is_dir():
         if os.access(d, os.W_OK | os.X_OK):
@@ -72,7 +75,7 @@ def check_data_dir(cfg: Any) -> Check:
     )
 
 
-def check_disk(cfg: Any) -> Check:
+def check_disk(cfg: Config) -> Check:
     where = _existing_ancestor(Path(cfg.data_dir))
     usage = shutil.disk_usage(where)
     free_gib = usage.free / (1 << 30)
@@ -90,8 +93,8 @@ def check_disk(cfg: Any) -> Check:
     return Check("disk", "ok", detail)
 
 
-async def check_database(cfg: Any) -> list[Check]:
-    from facequeue.store import Store, migration_files
+async def check_database(cfg: Config) -> list[Check]:
+    from facequeue.store import connect, migration_files
 
     db = cfg.db_path
     if not db.exists():
@@ -105,7 +108,7 @@ async def check_database(cfg: Any) -> list[Check]:
             )
         ]
     try:
-        store = await Store.open(db, migrate=False)
+        store = await connect(cfg, migrate=False)
     except FacequeueError as exc:
         return [
             Check(
@@ -117,11 +120,7 @@ async def check_database(cfg: Any) -> list[Check]:
         ]
     checks = []
     try:
-        try:
-            rows = await store.query("doctor_quick_check")
-            problems = [r[0] for r in rows if r[0] != "ok"]
-        except sqlite3.DatabaseError as exc:
-            problems = [str(exc)]
+        problems = await store.integrity_problems()
         if problems:
             checks.append(
                 Check(
@@ -134,7 +133,7 @@ async def check_database(cfg: Any) -> list[Check]:
         else:
             try:
                 applied = {v for v, _, _ in await store.applied_migrations()}
-            except sqlite3.DatabaseError:
+            except StoreError:
                 applied = set()
             pending = [f"{v:04d}_{n}" for v, n, _ in migration_files() if v not in applied]
             if pending:
@@ -160,9 +159,9 @@ async def check_database(cfg: Any) -> list[Check]:
     return checks
 
 
-async def _check_gallery_files(cfg: Any, store: Any) -> Check:
-    rows = await store.query("gallery_paths")
-    missing = [r[0] for r in rows if not (Path(cfg.data_dir) / r[0]).is_file()]
+async def _check_gallery_files(cfg: Config, store: Store) -> Check:
+    rows = await store.gallery_paths()
+    missing = [r for r in rows if not (Path(cfg.data_dir) / r).is_file()]
     if missing:
         return Check(
             "gallery",
@@ -173,7 +172,7 @@ async def _check_gallery_files(cfg: Any, store: Any) -> Check:
     return Check("gallery", "ok", f"{len(rows)} gallery files present")
 
 
-def check_weights(cfg: Any) -> Check:
+def check_weights(cfg: Config) -> Check:
     from facequeue.vision import engine as faces
 
     home = faces.default_home(cfg)
@@ -196,7 +195,7 @@ def check_weights(cfg: Any) -> Check:
         for table in (faces.MODEL_FILES.get(a.model, []), faces.DETECTOR_FILES.get(a.detector, []))
         for f, _ in table
     ]
-    linkable = bool(shipped) and all(
+    linkable = shipped is not None and all(
         (shipped / n).is_file() for n in names if not (faces.weights_dir(home) / n).is_file()
     )
     if linkable and not any("python package" in m for m in missing):
@@ -212,7 +211,7 @@ def check_weights(cfg: Any) -> Check:
     )
 
 
-def _load_models(cfg: Any) -> str:
+def _load_models(cfg: Config) -> str:
     """Build detector + model exactly as the analysis workers do (never downloads)."""
     import numpy as np
 
@@ -231,7 +230,7 @@ def _load_models(cfg: Any) -> str:
     return f"{a.model} + {a.detector} loaded in {time.perf_counter() - t:.1f} s"
 
 
-async def check_models(cfg: Any, weights: Check) -> Check:
+async def check_models(cfg: Config, weights: Check) -> Check:
     if weights.status != "ok":
         return Check("models", "skip", "not loaded: weights not in place (see above)")
     try:
@@ -256,7 +255,7 @@ async def check_models(cfg: Any, weights: Check) -> Check:
     return Check("models", "ok", detail)
 
 
-def check_keys(cfg: Any, environ: dict[str, str] | None = None) -> list[Check]:
+def check_keys(cfg: Config, environ: dict[str, str] | None = None) -> list[Check]:
     env = os.environ if environ is None else environ
     out = []
     if cfg.search.provider == "rapidapi":
@@ -298,7 +297,7 @@ def check_keys(cfg: Any, environ: dict[str, str] | None = None) -> list[Check]:
 
 
 async def run_checks(
-    cfg: Any | None, config_error: str | None, config_path: str | None, load_models: bool = True
+    cfg: Config | None, config_error: str | None, config_path: str | None, load_models: bool = True
 ) -> list[Check]:
     if cfg is None:
         where = config_path or os.environ.get("FACEQUEUE_CONFIG") or "./facequeue.toml"

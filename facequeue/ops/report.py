@@ -14,15 +14,16 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from facequeue import layout
+from facequeue.config import Config
+from facequeue.ops.queue import stale_after_s
 from facequeue.store import Store
 
 log = structlog.get_logger("facequeue.ops.report")
@@ -32,7 +33,7 @@ THUMB_PX = 160
 STATE_ORDER = ("accepted", "rejected", "analyzed", "downloaded", "pending")
 
 
-def default_out(cfg: Any) -> Path:
+def default_out(cfg: Config) -> Path:
     return cfg.data_dir / "report"
 
 
@@ -69,9 +70,9 @@ def make_thumb(src: Path, dest: Path, px: int = THUMB_PX) -> bool:
     try:
         if dest.is_file() and dest.stat().st_mtime_ns >= src.stat().st_mtime_ns:
             return True
-        with Image.open(src) as im:
-            im.draft("RGB", (px * 2, px * 2))  # JPEG: decode at a reduced scale
-            im = ImageOps.exif_transpose(im)
+        with Image.open(src) as opened:
+            opened.draft("RGB", (px * 2, px * 2))  # JPEG: decode at a reduced scale
+            im: Image.Image = ImageOps.exif_transpose(opened)
             if im.mode not in ("RGB", "L"):
                 rgba = im.convert("RGBA")
                 bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -104,7 +105,7 @@ def _page_name(person: dict) -> str:
     return f"{person['person_id']}_{person['slug']}.html"
 
 
-def _tile(cfg: Any, img: dict, out: Path, made: set[Path], prefer: tuple[str, ...]) -> Tile:
+def _tile(cfg: Config, img: dict, out: Path, made: set[Path], prefer: tuple[str, ...]) -> Tile:
     thumb, source = None, ""
     for key in prefer:
         rel = img.get(key)
@@ -133,7 +134,9 @@ def _tile(cfg: Any, img: dict, out: Path, made: set[Path], prefer: tuple[str, ..
     )
 
 
-def _person_context(cfg: Any, person: dict, images: list[dict], out: Path, made: set[Path]) -> dict:
+def _person_context(
+    cfg: Config, person: dict, images: list[dict], out: Path, made: set[Path]
+) -> dict:
     accepted = [
         _tile(cfg, i, out, made, ("crop_path", "gallery_path", "face_path", "raw_path"))
         for i in images
@@ -160,7 +163,7 @@ def _person_context(cfg: Any, person: dict, images: list[dict], out: Path, made:
 
 
 def _render_all(
-    cfg: Any, out: Path, people: list[dict], images: dict[int, list[dict]], summary: dict
+    cfg: Config, out: Path, people: list[dict], images: dict[int, list[dict]], summary: dict
 ) -> Path:
     env = _env()
     made: set[Path] = set()
@@ -186,17 +189,16 @@ def _render_all(
     return index
 
 
-async def build_report(cfg: Any, store: Store, out_dir: Path | None = None) -> Path:
+async def build_report(cfg: Config, store: Store, out_dir: Path | None = None) -> Path:
     """Write the whole report from the database; returns the path of index.html."""
     out = Path(out_dir) if out_dir else default_out(cfg)
-    people = [dict(r) for r in await store.query("report_people")]
+    # the templates read plain dicts (and pages add keys): records become dicts here
+    people = [asdict(r) for r in await store.report_people()]
     images = {
-        p["person_id"]: [
-            dict(r) for r in await store.query("report_images", person_id=p["person_id"])
-        ]
+        p["person_id"]: [asdict(r) for r in await store.report_images(p["person_id"])]
         for p in people
     }
-    totals = dict((await store.query("report_totals"))[0])
+    totals = asdict(await store.image_totals())
     gallery = {
         "people": sum(1 for p in people if p["gallery_folder"]),
         "images": sum(p["gallery_images"] or 0 for p in people),
@@ -206,9 +208,9 @@ async def build_report(cfg: Any, store: Store, out_dir: Path | None = None) -> P
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "data_dir": str(cfg.data_dir),
         "queue": await store.queue_summary(),
-        "daemons": await store.live_daemons(cfg.queue.heartbeat_s * 3 + 5),
+        "daemons": [asdict(d) for d in await store.live_daemons(stale_after_s(cfg))],
         "totals": totals,
-        "reasons": [dict(r) for r in await store.query("report_reasons")],
+        "reasons": [asdict(r) for r in await store.reject_reasons()],
         "gallery": gallery,
     }
     index = await asyncio.to_thread(_render_all, cfg, out, people, images, summary)
@@ -216,7 +218,7 @@ async def build_report(cfg: Any, store: Store, out_dir: Path | None = None) -> P
     return index
 
 
-async def rebuild_if_present(cfg: Any, store: Store, out_dir: Path | None = None) -> Path | None:
+async def rebuild_if_present(cfg: Config, store: Store, out_dir: Path | None = None) -> Path | None:
     """Rebuild the report if one was built before (e.g. after `forget`)."""
     out = Path(out_dir) if out_dir else default_out(cfg)
     if (out / "index.html").is_file():

@@ -10,7 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from facequeue.stages.metadata import read_sidecar, sidecar_path
+from facequeue.config import Config
+from facequeue.errors import NotFoundError
+from facequeue.stages.sidecar_files import read_sidecar, sidecar_path
+from facequeue.store import AcceptedCrop
 
 UNKNOWN = "unknown"
 HISTOGRAM_BINS = ((1, 1), (2, 4), (5, 9), (10, 19), (20, 39), (40, None))
@@ -34,7 +37,7 @@ def record_from_sidecar(
 
 
 def _is_sidecar(data: dict | None) -> bool:
-    return bool(data) and "queryable_attributes" in data and "filename" in data
+    return data is not None and "queryable_attributes" in data and "filename" in data
 
 
 def records_from_dir(directory: str | Path) -> tuple[list[dict], int]:
@@ -47,7 +50,7 @@ def records_from_dir(directory: str | Path) -> tuple[list[dict], int]:
         if path.name.startswith("."):
             continue
         data = read_sidecar(path)
-        if not _is_sidecar(data):
+        if data is None or not _is_sidecar(data):
             bad += 1
             continue
         folder = path.parent.name if path.parent != root else None
@@ -56,19 +59,33 @@ def records_from_dir(directory: str | Path) -> tuple[list[dict], int]:
     return records, bad
 
 
-def records_from_rows(rows: Iterable[dict], data_dir: Path) -> tuple[list[dict], int]:
-    """Records of accepted images from the database (rows of `metadata_accepted_images`);
-    attributes come from each crop's sidecar. Returns (records, images without a sidecar)."""
+def records_from_rows(rows: Iterable[AcceptedCrop], data_dir: Path) -> tuple[list[dict], int]:
+    """Records of accepted images from the database; attributes come from each crop's
+    sidecar. Returns (records, images without a sidecar)."""
     records, missing = [], 0
     for row in rows:
         sidecar = None
-        if row.get("crop_path"):
-            sidecar = read_sidecar(sidecar_path(Path(data_dir) / row["crop_path"]))
-        if not _is_sidecar(sidecar):
+        if row.crop_path:
+            sidecar = read_sidecar(sidecar_path(Path(data_dir) / row.crop_path))
+        if sidecar is None or not _is_sidecar(sidecar):
             missing += 1
             sidecar = {}
-        records.append(record_from_sidecar(sidecar, person=row["person"], country=row["country"]))
+        records.append(record_from_sidecar(sidecar, person=row.person, country=row.country))
     return records, missing
+
+
+async def db_records(cfg: Config) -> tuple[list[dict], list[str], int]:
+    """Records of every accepted image of the database, the people with none, and how many
+    images have no sidecar."""
+    from facequeue.store import open_store
+
+    if not cfg.db_path.is_file():
+        raise NotFoundError(f"no database at {cfg.db_path} (set data_dir or --config)")
+    async with open_store(cfg, migrate=False) as store:
+        crops = await store.accepted_crops()
+        people = await store.progress(limit=None)
+    records, missing = records_from_rows(crops, cfg.data_dir)
+    return records, [p.person for p in people if not p.accepted], missing
 
 
 def histogram(per_person: Counter) -> list[dict]:
@@ -113,7 +130,7 @@ def plot(stats: dict[str, Any], dest: str | Path, title: str = "facequeue datase
     ]
     fig, axes = plt.subplots(4, 2, figsize=(12, 16))
     flat = axes.ravel()
-    for ax, (key, label) in zip(flat, panels):
+    for ax, (key, label) in zip(flat, panels, strict=False):
         items = list(stats[key].items())[:20]
         ax.barh([str(k) for k, _ in items][::-1], [v for _, v in items][::-1], color="#4c72b0")
         ax.set_title(label)

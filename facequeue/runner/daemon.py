@@ -13,15 +13,16 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from facequeue.config import Config
 from facequeue.errors import FacequeueError, LeaseLost, PermanentStageError
 from facequeue.runner.pipeline import Pipeline, Resources, StageFn, Stages
-from facequeue.store import Store
+from facequeue.store import Person, Store, connect
 
 log = structlog.get_logger("facequeue.runner.daemon")
 
@@ -104,15 +105,18 @@ class Daemon:
                 if once and not self.tasks and not await self._more_now():
                     break
                 # Sleep until the poll interval passes, a person finishes or we are stopped.
-                waiters = [self.stop.wait(), asyncio.sleep(self.cfg.queue.poll_s)]
+                waiters: list[Coroutine[Any, Any, Any]] = [
+                    self.stop.wait(),
+                    asyncio.sleep(self.cfg.queue.poll_s),
+                ]
                 if self.tasks:
                     waiters.append(
                         asyncio.wait(list(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
                     )
                 await _wait_any(*waiters)
                 continue
-            task = asyncio.create_task(self._work(person, slots), name=f"person-{person['id']}")
-            self.tasks[person["id"]] = task
+            task = asyncio.create_task(self._work(person, slots), name=f"person-{person.id}")
+            self.tasks[person.id] = task
 
     async def _take_slot(self, slots: asyncio.Semaphore) -> bool:
         """Wait for a free slot; False (holding nothing) when stop is requested first."""
@@ -128,7 +132,7 @@ class Daemon:
             acquire.cancel()
         return False
 
-    async def _claim(self) -> dict | None:
+    async def _claim(self) -> Person | None:
         if self.only_ids is None:
             return await self.store.claim(self.owner, self.cfg.queue.lease_s)
         while self.only_ids:
@@ -144,10 +148,10 @@ class Daemon:
             return bool(self.only_ids)
         return await self.store.claimable_count() > 0
 
-    async def _work(self, person: dict, slots: asyncio.Semaphore) -> None:
-        pid = person["id"]
-        with structlog.contextvars.bound_contextvars(person_id=pid, person=person["name"]):
-            log.info("person_claimed", stage=person["stage"], attempts=person["attempts"])
+    async def _work(self, person: Person, slots: asyncio.Semaphore) -> None:
+        pid = person.id
+        with structlog.contextvars.bound_contextvars(person_id=pid, person=person.name):
+            log.info("person_claimed", stage=person.stage, attempts=person.attempts)
             try:
                 await self.pipeline.run_person(person, self.owner)
                 self.processed += 1
@@ -161,7 +165,7 @@ class Daemon:
                 log.error("person_failed", error=str(exc), permanent=True)
                 await asyncio.shield(self.store.fail_permanently(pid, self.owner, _one_line(exc)))
             except Exception as exc:  # noqa: BLE001 - any stage error is retried with backoff
-                delay = backoff_delay(self.cfg, person["attempts"])
+                delay = backoff_delay(self.cfg, person.attempts)
                 error = _one_line(exc)
                 result = await asyncio.shield(
                     self.store.fail_attempt(
@@ -200,7 +204,7 @@ class Daemon:
                 await self.store.beat_daemon(self.owner, len(self.tasks))
                 reclaimed = await self.store.reclaim_expired()
                 if reclaimed:
-                    log.info("leases_reclaimed", people=[r["id"] for r in reclaimed])
+                    log.info("leases_reclaimed", people=[r.id for r in reclaimed])
             except Exception as exc:  # noqa: BLE001 - a busy database must not kill the daemon
                 log.warning("heartbeat_failed", error=str(exc))
 
@@ -224,7 +228,7 @@ async def run_daemon(
     stages_factory: StagesFactory = real_stages,
     only_ids: list[int] | None = None,
 ) -> int:
-    store = await Store.open(cfg.db_path)
+    store = await connect(cfg)
     try:
         return await Daemon(cfg, store, stages_factory, only_ids).run(once=once)
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,21 +20,38 @@ from facequeue import layout
 from facequeue.config import Config
 from facequeue.errors import PermanentStageError
 from facequeue.files import atomic_copy
-from facequeue.store import Store
+from facequeue.stages.originals import delete_originals
+from facequeue.store import (
+    Analyzed,
+    Curated,
+    Downloaded,
+    Image,
+    ImageState,
+    NewImage,
+    Person,
+    PersonState,
+    Stage,
+    Store,
+)
 
-if TYPE_CHECKING:
-    from facequeue.vision.analyze import FaceAnalysis
-
-STAGES = ("search", "download", "analyze", "curate", "promote")
+STAGES = tuple(s.value for s in Stage if s is not Stage.DONE)  # in order
 StageResult = tuple[str, str | None] | None
-StageFn = Callable[[dict], Awaitable[StageResult]]
+StageFn = Callable[[Person], Awaitable[StageResult]]
+
+if TYPE_CHECKING:  # imported on first use at run time (fast CLI start)
+    import aiohttp
+
+    from facequeue.stages.download import Downloader
+    from facequeue.stages.search import Provider
+    from facequeue.vision.analyze import FaceAnalysis
+    from facequeue.vision.pool import AnalysisPool
 
 log = structlog.get_logger("facequeue.runner.pipeline")
 
 
 def next_stage(stage: str) -> str:
     i = STAGES.index(stage)
-    return STAGES[i + 1] if i + 1 < len(STAGES) else "done"
+    return STAGES[i + 1] if i + 1 < len(STAGES) else Stage.DONE
 
 
 class Pipeline:
@@ -44,10 +61,10 @@ class Pipeline:
         self.store = store
         self.stages = stages
 
-    async def run_person(self, person: dict, owner: str) -> str:
+    async def run_person(self, person: Person, owner: str) -> str:
         """Returns the state the person ends in."""
-        stage = person["stage"]
-        while stage != "done":
+        stage = person.stage
+        while stage != Stage.DONE:
             fn = self.stages[stage]
             with structlog.contextvars.bound_contextvars(stage=stage):
                 log.info("stage_started")
@@ -57,16 +74,16 @@ class Pipeline:
                 log.info("stage_done", seconds=round(loop.time() - started, 3))
             if result is not None:
                 state, reason = result
-                await self.store.finish(person["id"], owner, state, reason)
+                await self.store.finish(person.id, owner, state, reason)
                 log.info("person_finished", state=state, reason=reason)
                 return state
             stage = next_stage(stage)
-            if stage == "done":
-                await self.store.finish(person["id"], owner, "promoted", None)
-                return "promoted"
-            await self.store.advance_stage(person["id"], owner, stage)
-            person = {**person, "stage": stage}
-        return person["state"]
+            if stage == Stage.DONE:
+                await self.store.finish(person.id, owner, PersonState.PROMOTED, None)
+                return PersonState.PROMOTED
+            await self.store.advance_stage(person.id, owner, stage)
+            person = replace(person, stage=stage)
+        return person.state
 
 
 @dataclass
@@ -74,13 +91,13 @@ class Resources:
     """The daemon's shared, lazily created clients: one HTTP session, one process pool."""
 
     cfg: Config
-    _session: object = None
-    _downloader: object = None
-    _provider: object = None
-    _pool: object = None
+    _session: aiohttp.ClientSession | None = None
+    _downloader: Downloader | None = None
+    _provider: Provider | None = None
+    _pool: AnalysisPool | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def downloader(self):
+    async def downloader(self) -> Downloader:
         from facequeue.stages import download
 
         async with self._lock:
@@ -89,16 +106,17 @@ class Resources:
                 self._downloader = download.Downloader(self.cfg, self._session)
             return self._downloader
 
-    async def provider(self):
+    async def provider(self) -> Provider:
         from facequeue.stages import search
 
         await self.downloader()
         async with self._lock:
             if self._provider is None:
+                assert self._session is not None  # made with the downloader
                 self._provider = search.make_provider(self.cfg, self._session)
             return self._provider
 
-    async def pool(self):
+    async def pool(self) -> AnalysisPool:
         from facequeue.vision import analyze, pool
 
         async with self._lock:
@@ -137,21 +155,21 @@ class Stages:
         }
 
     # -- search --------------------------------------------------------------------------
-    async def search(self, person: dict) -> StageResult:
+    async def search(self, person: Person) -> StageResult:
         from facequeue.stages.search import PersonQuery
 
         provider = await self.res.provider()
         query = PersonQuery(
-            name=person["name"],
-            slug=person["slug"],
-            country=person["country"],
-            occupation=person["occupation"],
-            search_name=person["search_name"],
+            name=person.name,
+            slug=person.slug,
+            country=person.country,
+            occupation=person.occupation,
+            search_name=person.search_name,
         )
         results = await provider.search(query)
         rows = [
-            dict(
-                person_id=person["id"],
+            NewImage(
+                person_id=person.id,
                 provider=r.provider,
                 rank=r.rank,
                 url=r.url,
@@ -165,21 +183,15 @@ class Stages:
             )
             for r in results
         ]
-        if person.get("portrait_url"):
+        if person.portrait_url:
             # A known portrait (Wikidata P18) anchors reference selection at curation.
             rows.append(
-                dict(
-                    person_id=person["id"],
+                NewImage(
+                    person_id=person.id,
                     provider="portrait",
                     rank=0,
-                    url=person["portrait_url"],
-                    thumbnail_url=None,
-                    page_url=None,
+                    url=person.portrait_url,
                     title="portrait",
-                    license=None,
-                    author=None,
-                    width=None,
-                    height=None,
                 )
             )
         await self.store.insert_images(rows)
@@ -187,46 +199,49 @@ class Stages:
         return None
 
     # -- download ------------------------------------------------------------------------
-    async def download(self, person: dict) -> StageResult:
+    async def download(self, person: Person) -> StageResult:
         downloader = await self.res.downloader()
-        pending = await self.store.images_of(person["id"], "pending")
+        pending = await self.store.images_of(person.id, ImageState.PENDING)
         raw_dir = self.cfg.raw_dir
 
-        async def one(img: dict) -> None:
-            if img["provider"] == "folder":
-                outcome = await downloader.ingest_file(Path(img["url"]), raw_dir)
+        async def one(img: Image) -> None:
+            if img.provider == "folder":
+                outcome = await downloader.ingest_file(Path(img.url), raw_dir)
             else:
-                outcome = await downloader.fetch(img["url"], raw_dir)
+                outcome = await downloader.fetch(img.url, raw_dir)
             if outcome.ok:
-                await self.store.update_image(
-                    "image_downloaded",
-                    id=img["id"],
-                    sha256=outcome.sha256,
-                    raw_path=layout.relative(self.cfg, outcome.path),
-                    final_url=outcome.final_url,
-                    content_type=outcome.content_type,
-                    bytes=outcome.size,
-                    width=outcome.width,
-                    height=outcome.height,
-                    format=outcome.format,
+                # a successful outcome always has its file, digest and size
+                assert outcome.sha256 and outcome.path and outcome.size is not None
+                await self.store.mark_downloaded(
+                    img.id,
+                    Downloaded(
+                        sha256=outcome.sha256,
+                        raw_path=layout.relative(self.cfg, outcome.path),
+                        final_url=outcome.final_url,
+                        content_type=outcome.content_type,
+                        bytes=outcome.size,
+                        width=outcome.width,
+                        height=outcome.height,
+                        format=outcome.format,
+                    ),
                 )
             else:
                 log.info(
                     "image_rejected",
-                    image_id=img["id"],
+                    image_id=img.id,
                     reason=outcome.reason,
                     detail=outcome.detail,
                 )
-                await self.store.update_image(
-                    "image_rejected", id=img["id"], reason=outcome.reason, detail=outcome.detail
+                await self.store.reject_image(
+                    img.id, outcome.reason or "download_failed", outcome.detail
                 )
 
         await asyncio.gather(*(one(img) for img in pending))
         return None
 
     # -- analyze -------------------------------------------------------------------------
-    async def analyze(self, person: dict) -> StageResult:
-        todo = await self.store.images_of(person["id"], "downloaded")
+    async def analyze(self, person: Person) -> StageResult:
+        todo = await self.store.images_of(person.id, ImageState.DOWNLOADED)
         if not todo:
             return None
         from facequeue.vision import stored
@@ -236,9 +251,10 @@ class Stages:
         crops = layout.candidates_dir(self.cfg, person)
         margin = self.cfg.curation.crop_margin
 
-        async def one(img: dict) -> None:
-            raw = layout.absolute(self.cfg, img["raw_path"])
-            prefix = str(crops / str(img["id"]))
+        async def one(img: Image) -> None:
+            assert img.raw_path is not None  # a downloaded image has its raw file
+            raw = layout.absolute(self.cfg, img.raw_path)
+            prefix = str(crops / str(img.id))
             # One pass in the worker: decode, every usable face embedded, their crops written.
             fa = await pool.analyze(str(raw), (prefix, margin))
             face_path = (
@@ -246,40 +262,40 @@ class Stages:
             )
             log.debug(
                 "image_analyzed",
-                image_id=img["id"],
+                image_id=img.id,
                 status=fa.status,
                 faces=len(fa.faces),
                 timings=fa.timings,
             )
-            await self.store.update_image(
-                "image_analyzed", id=img["id"], face_path=face_path, **stored.to_columns(fa)
+            await self.store.record_analysis(
+                img.id, Analyzed(face_path=face_path, **stored.to_columns(fa))
             )
 
         await asyncio.gather(*(one(img) for img in todo))
         return None
 
     # -- curate --------------------------------------------------------------------------
-    async def curate(self, person: dict) -> StageResult:
+    async def curate(self, person: Person) -> StageResult:
         from facequeue.stages import curate as curation
         from facequeue.vision import stored
 
-        rows = [
-            r for r in await self.store.images_of(person["id"]) if r["analysis_status"] is not None
-        ]
+        rows = [r for r in await self.store.images_of(person.id) if r.analysis_status is not None]
         candidates = [
             curation.Candidate(
-                image_id=r["id"],
-                rank=r["rank"],
-                analysis=stored.from_row(r),
-                anchor=r["provider"] == "portrait",
+                image_id=r.id,
+                rank=r.rank,
+                analysis=stored.from_row(asdict(r)),
+                anchor=r.provider == "portrait",
             )
             for r in rows
         ]
         params = curation.CurationParams.from_config(self.cfg)
         result = curation.curate(candidates, params)
-        by_id = {r["id"]: r for r in rows}
+        by_id = {r.id: r for r in rows}
         out_dir = layout.faces_dir(self.cfg, person)
-        updates, keep, writes = [], set(), []
+        updates: list[Curated] = []
+        keep: set[str] = set()
+        writes = []
         analyses = {c.image_id: c.analysis for c in candidates}
         for d in result.decisions:
             row = by_id[d.image_id]
@@ -292,11 +308,11 @@ class Stages:
                 keep.update({dest.name, dest.with_suffix(".json").name})
                 embedding = fa.embedding  # the kept face's: the gallery copies it
             updates.append(
-                dict(
+                Curated(
                     id=d.image_id,
                     state=d.state,
                     reason=d.reason,
-                    detail=row["detail"] if d.state == "rejected" else None,
+                    detail=row.detail if d.state == "rejected" else None,
                     is_reference=int(d.is_reference),
                     distance=d.distance,
                     quality=d.quality,
@@ -308,10 +324,10 @@ class Stages:
         await asyncio.gather(
             *writes
         )  # crops + sidecars first, rows after: never a row without its file
-        await self.store.update_images("image_curated", updates)
+        await self.store.record_curation(updates)
         _remove_unlisted(out_dir, keep)
         if not self.cfg.curation.keep_originals:
-            await self._delete_originals(person, rows)
+            await delete_originals(self.cfg, self.store, person.id, rows)
         accepted = sum(1 for d in result.decisions if d.state == "accepted")
         log.info(
             "curated",
@@ -325,19 +341,18 @@ class Stages:
         return None
 
     async def _write_accepted(
-        self, person: dict, row: dict, dest: Path, decision, fa: FaceAnalysis
+        self, person: Person, row: Image, dest: Path, decision, fa: FaceAnalysis
     ) -> None:
         """The kept face's crop (written at analysis) and its sidecar from the stored
         analysis; only skin, hair and colours are computed, once, on the crop."""
         from facequeue.stages import metadata
         from facequeue.vision.analyze import AnalysisSettings, crop_box, crop_name
 
-        index = decision.face_index or 0
-        src = layout.absolute(self.cfg, row["face_path"])
-        if index:
-            src = Path(crop_name(str(src.with_suffix("")), index))
-        if not src.is_file():
-            raise PermanentStageError(f"face crop missing for image {row['id']}: {src}")
+        src = layout.absolute(self.cfg, row.face_path or "")
+        if decision.face_index:
+            src = Path(crop_name(str(src.with_suffix("")), decision.face_index))
+        if not row.face_path or not src.is_file():
+            raise PermanentStageError(f"face crop missing for image {row.id}: {src}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_copy(src, dest)
         face = fa.faces[0]
@@ -351,34 +366,32 @@ class Stages:
             metadata.stored_facts(fa),
             settings,
         )
-        row = {**row, "distance": decision.distance, "is_reference": decision.is_reference}
+        image_row = {
+            **asdict(row),
+            "distance": decision.distance,
+            "is_reference": decision.is_reference,
+        }
         sidecar = metadata.build_sidecar(
-            dest, analysis_of_crop=described, person=person, image_row=row, settings=settings
+            dest,
+            analysis_of_crop=described,
+            person=asdict(person),
+            image_row=image_row,
+            settings=settings,
         )
         metadata.write_sidecar(dest, sidecar)
 
-    async def _delete_originals(self, person: dict, rows: list[dict]) -> None:
-        """Drop this person's raw files; a file another person still needs stays."""
-        with_raw = [r for r in rows if r["raw_path"]]
-        if not with_raw:
-            return
-        await self.store.forget_raw_paths([r["id"] for r in with_raw])
-        for r in with_raw:
-            if await self.store.other_users_of_raw(r["raw_path"], person["id"]) == 0:
-                layout.absolute(self.cfg, r["raw_path"]).unlink(missing_ok=True)
-
     # -- promote -------------------------------------------------------------------------
-    async def promote(self, person: dict) -> StageResult:
+    async def promote(self, person: Person) -> StageResult:
         from facequeue.stages import gallery
 
         state, reason = await gallery.promote_person(self.cfg, self.store, person)
         return (state, reason)
 
 
-def accepted_name(person: dict, row: dict) -> str:
+def accepted_name(person: Person, row: Image) -> str:
     """Stable, unique crop name in the seed's style: Name_YYYYMMDD_HHMMSS_<image id>.jpg."""
-    stamp = (row.get("created_at") or "")[:19].replace("-", "").replace(":", "").replace("T", "_")
-    return f"{person['slug']}_{stamp or 'undated'}_{row['id']}.jpg"
+    stamp = (row.created_at or "")[:19].replace("-", "").replace(":", "").replace("T", "_")
+    return f"{person.slug}_{stamp or 'undated'}_{row.id}.jpg"
 
 
 def _remove_unlisted(folder: Path, keep: set[str]) -> None:

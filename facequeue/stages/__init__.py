@@ -1,1 +1,1 @@
-"""What happens to a person's images, stage by stage: search, download, curate, sidecars, promote."""
+"""What happens to a person's images, stage by stage: search, download, curate, sidecar, promote."""

@@ -2,9 +2,10 @@
 
 No database, no network, no files. Steps (docs/faces.md has the measurements):
 
-1. Quality gates per image, in this order: unreadable, no_face, multi_face (an extra face
-   counts only when it is at least ``extra_face_fraction`` of the main face's width and
-   its detector score is at least ``extra_face_min_confidence``), too_small, blurry.
+1. Quality gates per image, in this order: a failed analysis (unreadable, analysis_error,
+   analysis_crashed, analysis_timeout), no_face, multi_face (an extra face counts only
+   when it is at least ``extra_face_fraction`` of the main face's width and its detector
+   score is at least ``extra_face_min_confidence``), too_small, blurry.
 2. Near-duplicates among the usable images (pHash Hamming distance of the aligned face
    chip, or near-identical embeddings): the best-quality copy stays, the others are
    ``duplicate``. Done *before* reference selection so copies cannot fake a consensus.
@@ -14,6 +15,9 @@ No database, no network, no files. Steps (docs/faces.md has the measurements):
    ``no_consensus`` (ambiguous). An anchor (a known portrait) must be in the group.
 4. Verification: a candidate is accepted when its *median* distance to the references is
    within the model's threshold (DeepFace's per-model default unless configured).
+4b. Photos with several people (never references) contribute the one face that matches
+   the references when every other face is clearly someone else, else ``multi_face`` /
+   ``ambiguous_faces`` (``curate_faces.py``); a copy of a kept face is ``duplicate``.
 5. Cap: at most ``max_per_person`` accepted, references first, then by quality.
 """
 
@@ -26,48 +30,18 @@ from typing import Any
 
 import numpy as np
 
+from facequeue.config import Config
 from facequeue.stages import curate_faces, references
 from facequeue.vision.analyze import FaceAnalysis, FaceValues
+from facequeue.vision.distance import (
+    METRICS,
+    default_metric,
+    default_threshold,
+    distance_matrix,
+)
 
 # Analysis outcomes that are a rejection reason as they are (analysis failed for this image).
 FAILED_ANALYSIS = ("unreadable", "analysis_error", "analysis_crashed", "analysis_timeout")
-
-# DeepFace 0.0.103 deepface/config/threshold.py (copied: importing deepface here would load
-# the whole engine into a module that must stay pure and light).
-THRESHOLDS: dict[str, dict[str, float]] = {
-    "VGG-Face": {"cosine": 0.68, "euclidean": 1.17, "euclidean_l2": 1.17},
-    "Facenet": {"cosine": 0.40, "euclidean": 10, "euclidean_l2": 0.80},
-    "Facenet512": {"cosine": 0.30, "euclidean": 23.56, "euclidean_l2": 1.04},
-    "ArcFace": {"cosine": 0.68, "euclidean": 4.15, "euclidean_l2": 1.13},
-    "Dlib": {"cosine": 0.07, "euclidean": 0.6, "euclidean_l2": 0.4},
-    "SFace": {"cosine": 0.593, "euclidean": 10.734, "euclidean_l2": 1.055},
-    "OpenFace": {"cosine": 0.10, "euclidean": 0.55, "euclidean_l2": 0.55},
-    "DeepFace": {"cosine": 0.23, "euclidean": 64, "euclidean_l2": 0.64},
-    "DeepID": {"cosine": 0.015, "euclidean": 45, "euclidean_l2": 0.17},
-    "GhostFaceNet": {"cosine": 0.65, "euclidean": 35.71, "euclidean_l2": 1.10},
-    "Buffalo_L": {"cosine": 0.55, "euclidean": 0.6, "euclidean_l2": 1.1},
-}
-METRICS = ("cosine", "euclidean", "euclidean_l2")
-
-
-def default_metric(model: str) -> str:
-    """dlib's descriptor is trained for plain euclidean distance (0.6); the others for cosine."""
-    return "euclidean" if model == "Dlib" else "cosine"
-
-
-def default_threshold(model: str, metric: str) -> float:
-    try:
-        return float(THRESHOLDS[model][metric])
-    except KeyError:
-        try:  # a model newer than our copy: ask DeepFace itself
-            from deepface.config.threshold import thresholds
-
-            return float(thresholds[model][metric])
-        except Exception:
-            raise ValueError(
-                f"no default threshold for model {model!r} with metric {metric!r}; "
-                "set curation.threshold"
-            ) from None
 
 
 @dataclass(frozen=True)
@@ -108,11 +82,11 @@ class CurationParams:
         return cls(model=model, metric=metric, threshold=float(thr), **kw)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> CurationParams:
+    def from_config(cls, cfg: Config) -> CurationParams:
         a, c = cfg.analysis, cfg.curation
         return cls.for_model(
             a.model,
-            getattr(c, "metric", "") or None,
+            c.metric or None,
             c.threshold,
             min_references=c.min_references,
             max_references=max(c.max_references, c.min_references),
@@ -121,12 +95,11 @@ class CurationParams:
             duplicate_distance=c.duplicate_distance,
             min_face_px=a.min_face_px,
             extra_face_fraction=a.extra_face_fraction,
-            extra_face_min_confidence=getattr(a, "extra_face_min_confidence", 0.15),
+            extra_face_min_confidence=a.extra_face_min_confidence,
             blur_min=a.blur_min,
-            ambiguity_ratio=getattr(c, "ambiguity_ratio", 0.8),
-            reference_factor=getattr(c, "reference_factor", 1.0),
-            spread_factor=getattr(c, "spread_factor", 1.3),
-            spread_floor=getattr(c, "spread_floor", 0.75),
+            ambiguity_ratio=c.ambiguity_ratio,
+            spread_factor=c.spread_factor,
+            spread_floor=c.spread_floor,
         )
 
 
@@ -153,18 +126,6 @@ class CurationResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def distance_matrix(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if metric in ("cosine", "euclidean_l2"):
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    if metric == "cosine":
-        return np.clip(1.0 - a @ b.T, 0.0, 2.0)
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(sq, 0.0))
 
 
 def gate(a: FaceAnalysis, p: CurationParams) -> str | None:
@@ -344,7 +305,11 @@ def _accept_groups(
 def curate(candidates: Sequence[Candidate], params: CurationParams) -> CurationResult:
     p = params
     usable, groups, reasons, qual = _gate_all(candidates, p)
-    vecs = {i: candidates[i].analysis.vector() for i in usable}
+    vecs: dict[int, np.ndarray] = {}
+    for i in usable:
+        v = candidates[i].analysis.vector()
+        assert v is not None  # gate() rejects an image without an embedding
+        vecs[i] = v
     dims = {len(v) for v in vecs.values()}
     if len(dims) > 1:
         raise ValueError(

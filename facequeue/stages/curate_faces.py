@@ -13,14 +13,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from facequeue.vision.analyze import FaceAnalysis, FaceValues
 
-if TYPE_CHECKING:
-    from facequeue.stages.curate import CurationParams
+
+class CurationParams(Protocol):
+    """The parts of curate.CurationParams used here (no import back into curate)."""
+
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def extra_face_fraction(self) -> float: ...
+    @property
+    def extra_face_min_confidence(self) -> float: ...
+    @property
+    def duplicate_distance(self) -> float: ...
+    @property
+    def phash_distance(self) -> int: ...
+
 
 DistFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

@@ -79,8 +79,8 @@ class DownloadOutcome:
 
 def _fail(
     url: str,
-    reason: str,
-    detail: str,
+    reason: str | None,
+    detail: str | None,
     final_url: str | None = None,
     content_type: str | None = None,
     size: int | None = None,
@@ -273,7 +273,7 @@ def _fsync(path: Path) -> None:
 def _finish(tmp: Path, sha: str, dest_dir: Path, max_pixels: int, min_side: int):
     """Thread side: check the temp file, then move it into content-addressed storage."""
     reason, detail, fmt, w, h = check_image(tmp, max_pixels, min_side)
-    if reason:
+    if reason or not fmt:
         return reason, detail, fmt, w, h, None
     dest = dest_dir / sha[:2] / f"{sha}.{FORMATS[fmt.upper()]}"
     if dest.exists():
@@ -429,6 +429,7 @@ class Downloader:
                         f"more than {d.max_redirects} redirects",
                         final_url=current,
                     )
+                assert step.location is not None  # a redirect step has its target
                 seen.add(step.location)
                 current = step.location
                 continue
@@ -466,7 +467,8 @@ class Downloader:
             try:
                 return await self._store(url, current, step, dest_dir)
             finally:
-                step.tmp.unlink(missing_ok=True)
+                if step.tmp is not None:
+                    step.tmp.unlink(missing_ok=True)
 
     def _check_url(self, url: str) -> tuple[str, str] | None:
         try:
@@ -513,7 +515,7 @@ class Downloader:
                         old.unlink()
         return tmp_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}.part"
 
-    async def _attempt(self, url: str) -> _Step:
+    async def _attempt(self, url: str) -> _Step:  # noqa: C901 - split on the net branch
         d = self.cfg.download
         tmp: Path | None = None
         try:
@@ -600,6 +602,7 @@ class Downloader:
         self, url: str, final_url: str, step: _Step, dest_dir: Path
     ) -> DownloadOutcome:
         d = self.cfg.download
+        assert step.tmp is not None and step.sha is not None  # an ok step has its body
         reason, detail, fmt, w, h, path = await asyncio.to_thread(
             _finish, step.tmp, step.sha, dest_dir, d.max_pixels, d.min_image_side
         )

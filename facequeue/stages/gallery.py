@@ -21,16 +21,23 @@ import hashlib
 import math
 import shutil
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import structlog
 
 from facequeue import layout
+from facequeue.config import Config
 from facequeue.files import atomic_write_bytes
-from facequeue.store import Q, Store
+from facequeue.store import (
+    GalleryCandidate,
+    GalleryEntry,
+    GalleryFile,
+    GallerySummary,
+    Person,
+    SelfTest,
+    Store,
+)
 from facequeue.vision.recognize import GalleryIndex, Identity, threshold_from_config
 
 log = structlog.get_logger("facequeue.stages.gallery")
@@ -56,13 +63,13 @@ def _promote_lock() -> asyncio.Lock:
 # -------------------------------------------------------------------------- names on disk
 
 
-def gallery_folder(cfg: Any, person: dict) -> Path:
+def gallery_folder(cfg: Config, person: layout.Named) -> Path:
     return cfg.gallery_dir / layout.person_folder(person)
 
 
-def gallery_file_name(person: dict, image_id: int, suffix: str) -> str:
+def gallery_file_name(person: layout.Named, image_id: int, suffix: str) -> str:
     suffix = suffix.lower() if suffix.lower() in IMAGE_SUFFIXES else ".jpg"
-    return f"{person['slug']}_{image_id}{suffix}"
+    return f"{person.slug}_{image_id}{suffix}"
 
 
 def sha256_file(path: Path) -> str:
@@ -73,58 +80,47 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(dest: Path, data: bytes) -> None:
-    atomic_write_bytes(dest, data)
-
-
-@dataclass(frozen=True)
-class Planned:
-    image_id: int
-    rel_path: str
-    sha256: str
-    embedding: bytes
-    is_reference: int
-
-
-def _place_files(cfg: Any, person: dict, accepted: list[dict]) -> tuple[list[Planned], list[str]]:
+def _place_files(
+    cfg: Config, person: Person, accepted: list[GalleryCandidate]
+) -> tuple[list[GalleryFile], list[str]]:
     """Copy the usable accepted crops into the person's gallery folder (blocking; in a thread).
 
     Returns the planned rows and a note per skipped image."""
     folder = gallery_folder(cfg, person)
-    planned: list[Planned] = []
+    planned: list[GalleryFile] = []
     skipped: list[str] = []
     seen: set[str] = set()
     for img in accepted:
-        if not img.get("crop_path") or img.get("embedding") is None:
-            skipped.append(f"image {img['id']}: no crop or no embedding")
+        if not img.crop_path or img.embedding is None:
+            skipped.append(f"image {img.id}: no crop or no embedding")
             continue
-        src = layout.absolute(cfg, img["crop_path"])
+        src = layout.absolute(cfg, img.crop_path)
         try:
             data = src.read_bytes()
         except OSError:
-            skipped.append(f"image {img['id']}: crop file missing ({img['crop_path']})")
+            skipped.append(f"image {img.id}: crop file missing ({img.crop_path})")
             continue
         digest = hashlib.sha256(data).hexdigest()
         if digest in seen:
-            skipped.append(f"image {img['id']}: same bytes as another gallery image")
+            skipped.append(f"image {img.id}: same bytes as another gallery image")
             continue
         seen.add(digest)
-        dest = folder / gallery_file_name(person, img["id"], src.suffix)
+        dest = folder / gallery_file_name(person, img.id, src.suffix)
         if not (dest.is_file() and sha256_file(dest) == digest):
-            _atomic_write(dest, data)
+            atomic_write_bytes(dest, data)
         planned.append(
-            Planned(
-                img["id"],
+            GalleryFile(
+                img.id,
                 layout.relative(cfg, dest),
                 digest,
-                bytes(img["embedding"]),
-                int(img.get("is_reference") or 0),
+                bytes(img.embedding),
+                int(img.is_reference or 0),
             )
         )
     return planned, skipped
 
 
-def _sweep_folder(cfg: Any, folder: Path, keep: set[str]) -> int:
+def _sweep_folder(cfg: Config, folder: Path, keep: set[str]) -> int:
     """Remove image and temp files in an identity folder that no row points at."""
     removed = 0
     if not folder.is_dir():
@@ -149,7 +145,7 @@ def _remove_folder(folder: Path) -> None:
 # -------------------------------------------------------------------------- promote
 
 
-async def promote_person(cfg: Any, store: Store, person: dict) -> tuple[str, str | None]:
+async def promote_person(cfg: Config, store: Store, person: Person) -> tuple[str, str | None]:
     """Promote one curated person, or park them as insufficient. Idempotent.
 
     Returns ('promoted', None) or ('insufficient', 'N accepted faces, need more than M').
@@ -158,17 +154,15 @@ async def promote_person(cfg: Any, store: Store, person: dict) -> tuple[str, str
         return await _promote(cfg, store, person)
 
 
-async def _promote(cfg: Any, store: Store, person: dict) -> tuple[str, str | None]:
-    pid = person["id"]
+async def _promote(cfg: Config, store: Store, person: Person) -> tuple[str, str | None]:
+    pid = person.id
     plog = log.bind(person_id=pid)
-    accepted = [dict(r) for r in await store.query("gallery_accepted_images", person_id=pid)]
+    accepted = await store.gallery_candidates(pid)
     minimum = cfg.gallery.min_images
     usable = [
         a
         for a in accepted
-        if a.get("crop_path")
-        and a.get("embedding") is not None
-        and layout.absolute(cfg, a["crop_path"]).is_file()
+        if a.crop_path and a.embedding is not None and layout.absolute(cfg, a.crop_path).is_file()
     ]
     if len(usable) <= minimum:
         await _remove_from_gallery(cfg, store, person)
@@ -189,43 +183,21 @@ async def _promote(cfg: Any, store: Store, person: dict) -> tuple[str, str | Non
 
     metric, threshold = threshold_from_config(cfg)
     folder = gallery_folder(cfg, person)
-    old = await store.query("gallery_person", person_id=pid)
-    keep_ids = {p.image_id for p in planned}
-    async with store.transaction() as conn:
-        await conn.execute(
-            Q["gallery_upsert_person"],
-            {
-                "person_id": pid,
-                "folder": layout.relative(cfg, folder),
-                "images": len(planned),
-                "model": cfg.analysis.model,
-                "metric": metric,
-                "threshold": threshold,
-            },
-        )
-        cur = await conn.execute(Q["gallery_images_of"], {"person_id": pid})
-        for row in await cur.fetchall():
-            if row["image_id"] not in keep_ids:
-                await conn.execute(Q["gallery_delete_image"], {"id": row["id"]})
-        await conn.executemany(
-            Q["gallery_upsert_image"],
-            [
-                {
-                    "person_id": pid,
-                    "image_id": p.image_id,
-                    "path": p.rel_path,
-                    "sha256": p.sha256,
-                    "embedding": p.embedding,
-                    "is_reference": p.is_reference,
-                }
-                for p in planned
-            ],
-        )
+    old_folder = await store.gallery_folder(pid)
+    entry = GalleryEntry(
+        person_id=pid,
+        folder=layout.relative(cfg, folder),
+        images=len(planned),
+        model=cfg.analysis.model,
+        metric=metric,
+        threshold=threshold,
+    )
+    await store.save_gallery(entry, planned)
     # rows are committed: files nobody points at can go (a crash here leaves only orphans,
     # which the next promotion sweeps)
     removed = await asyncio.to_thread(_sweep_folder, cfg, folder, {p.rel_path for p in planned})
-    if old and old[0]["folder"] != layout.relative(cfg, folder):
-        await asyncio.to_thread(_remove_folder, layout.absolute(cfg, old[0]["folder"]))
+    if old_folder and old_folder != entry.folder:
+        await asyncio.to_thread(_remove_folder, layout.absolute(cfg, old_folder))
     plog.info(
         "gallery_promoted",
         images=len(planned),
@@ -237,59 +209,44 @@ async def _promote(cfg: Any, store: Store, person: dict) -> tuple[str, str | Non
     return "promoted", None
 
 
-async def _remove_from_gallery(cfg: Any, store: Store, person: dict) -> None:
+async def _remove_from_gallery(cfg: Config, store: Store, person: Person) -> None:
     """Rows first (no row may point at a missing file), then the folder."""
-    pid = person["id"]
-    rows = await store.query("gallery_person", person_id=pid)
-    retest = [r[0] for r in await store.query("gallery_tested_against", person_id=pid)]
-    async with store.transaction() as conn:
-        await conn.execute(Q["gallery_delete_person_images"], {"person_id": pid})
-        await conn.execute(Q["gallery_delete_person"], {"person_id": pid})
-    folders = {gallery_folder(cfg, person)} if person.get("slug") else set()
-    folders |= {layout.absolute(cfg, r["folder"]) for r in rows}
+    pid = person.id
+    old_folder = await store.gallery_folder(pid)
+    retest = await store.gallery_tested_against(pid)
+    await store.remove_from_gallery(pid)
+    folders = {gallery_folder(cfg, person)}
+    if old_folder:
+        folders.add(layout.absolute(cfg, old_folder))
     for folder in folders:
         await asyncio.to_thread(_remove_folder, folder)
-    if rows:
+    if old_folder:
         log.info("gallery_removed", person_id=pid, retest=len(retest))
     if retest:
         await self_test(cfg, store, None, only=retest)
 
 
-async def forget_person(cfg: Any, store: Store, person_row: dict) -> None:
+async def forget_person(cfg: Config, store: Store, person: Person) -> None:
     """Remove a person from the gallery: rows and folder. Identities whose nearest other
     identity was this person are re-tested. (Deleting the people row also cascades.)"""
     async with _promote_lock():
-        await _remove_from_gallery(cfg, store, dict(person_row))
+        await _remove_from_gallery(cfg, store, person)
 
 
 # -------------------------------------------------------------------------- index + self-test
 
 
-async def load_index(cfg: Any, store: Store) -> GalleryIndex:
+async def load_index(cfg: Config, store: Store) -> GalleryIndex:
     """Every gallery embedding, loaded once into one matrix."""
     metric, threshold = threshold_from_config(cfg)
     idents = {
-        r["person_id"]: Identity(r["person_id"], r["name"], r["country"], r["folder"])
-        for r in await store.query("gallery_identities")
+        r.person_id: Identity(r.person_id, r.name, r.country, r.folder)
+        for r in await store.gallery_identities()
     }
-    rows = [(r[0], r[1], r[2]) for r in await store.query("gallery_all_embeddings")]
+    rows = [(r.person_id, r.path, r.embedding) for r in await store.gallery_embeddings()]
     return await asyncio.to_thread(
         GalleryIndex.from_rows, rows, idents, metric, cfg.analysis.model, threshold
     )
-
-
-@dataclass(frozen=True)
-class SelfTest:
-    person_id: int
-    images: int
-    top1: float
-    misses: int
-    own_distance: float | None
-    nearest_other_person_id: int | None
-    nearest_other_distance: float | None
-    margin: float | None
-    flagged: bool
-    flag_reason: str | None
 
 
 def _median(values: np.ndarray) -> float | None:
@@ -360,7 +317,7 @@ def leave_one_out(index: GalleryIndex, person_id: int) -> tuple[SelfTest, np.nda
 
 
 async def self_test(
-    cfg: Any, store: Store, person_id: int | None, only: list[int] | None = None
+    cfg: Config, store: Store, person_id: int | None, only: list[int] | None = None
 ) -> list[SelfTest]:
     """Test `person_id` (and identities near it), or just the ids in `only`; store results."""
     index = await load_index(cfg, store)
@@ -368,7 +325,7 @@ async def self_test(
         return []
     # an identity's stored result is stale once the new person comes nearer than its
     # current nearest other identity (or when it had nobody to compare with)
-    known = {r["person_id"]: r["nearest_other_distance"] for r in await gallery_listing(store)}
+    known = {r.person_id: r.nearest_other_distance for r in await gallery_listing(store)}
 
     def run() -> list[SelfTest]:
         todo = list(only or [])
@@ -377,7 +334,7 @@ async def self_test(
             test, nearest = leave_one_out(index, person_id)
             results.append(test)
             stale = []
-            for p, d in zip(index.block_ids.tolist(), nearest.tolist()):
+            for p, d in zip(index.block_ids.tolist(), nearest.tolist(), strict=True):
                 current = known.get(p)
                 limit = max(index.threshold * 1.25, math.inf if current is None else current)
                 if p != person_id and d <= limit:
@@ -389,24 +346,7 @@ async def self_test(
         return results
 
     results = await asyncio.to_thread(run)
-    async with store.transaction() as conn:
-        await conn.executemany(
-            Q["gallery_self_test"],
-            [
-                {
-                    "person_id": t.person_id,
-                    "top1": t.top1,
-                    "misses": t.misses,
-                    "own_distance": t.own_distance,
-                    "nearest_other_person_id": t.nearest_other_person_id,
-                    "nearest_other_distance": t.nearest_other_distance,
-                    "margin": t.margin,
-                    "flagged": int(t.flagged),
-                    "flag_reason": t.flag_reason,
-                }
-                for t in results
-            ],
-        )
+    await store.save_self_tests(results)
     for t in results:
         if t.flagged:
             log.warning(
@@ -421,5 +361,5 @@ async def self_test(
     return results
 
 
-async def gallery_listing(store: Store) -> list[dict]:
-    return [dict(r) for r in await store.query("gallery_list")]
+async def gallery_listing(store: Store) -> list[GallerySummary]:
+    return await store.gallery_summary()

@@ -8,12 +8,28 @@ distance, or the reason there is no consensus. docs/faces.md has the measurement
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from facequeue.stages.curate import CurationParams
+
+class CurationParams(Protocol):
+    """The parts of curate.CurationParams used here (no import back into curate)."""
+
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def reference_factor(self) -> float: ...
+    @property
+    def min_references(self) -> int: ...
+    @property
+    def max_references(self) -> int: ...
+    @property
+    def ambiguity_ratio(self) -> float: ...
+    @property
+    def spread_factor(self) -> float: ...
+    @property
+    def spread_floor(self) -> float: ...
 
 
 def _greedy_group(seed: int, d: np.ndarray, t: float, allowed: np.ndarray) -> list[int]:

@@ -13,6 +13,7 @@ import html
 import json
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,7 +98,7 @@ def _plain(value: Any) -> str | None:
     return " ".join(text.split()) or None
 
 
-async def _get_json(
+async def _get_json(  # noqa: C901 - split on the net branch
     session: aiohttp.ClientSession,
     cfg: Config,
     name: str,
@@ -293,10 +294,10 @@ class WikimediaProvider:
             for page in found:
                 if isinstance(page, dict):
                     key = page.get("pageid", page.get("title"))
-                    merged = pages.setdefault(key, {})
+                    merged = pages.setdefault("" if key is None else key, {})
                     merged.update({k: v for k, v in page.items() if v})
             good = sum(1 for p in pages.values() if self._row(p))
-            cont = data.get("continue") if isinstance(data.get("continue"), dict) else {}
+            cont = data["continue"] if isinstance(data.get("continue"), dict) else {}
             if not cont or good >= limit:
                 break
         ordered = sorted(pages.values(), key=lambda p: _int(p.get("index")) or 10**9)
@@ -312,7 +313,7 @@ class WikimediaProvider:
         mime = _str(info.get("mime"))
         if not _str(info.get("url")) or (mime and mime not in WIKIMEDIA_MIMES):
             return None
-        meta = info.get("extmetadata") if isinstance(info.get("extmetadata"), dict) else {}
+        meta = info["extmetadata"] if isinstance(info.get("extmetadata"), dict) else {}
 
         def meta_value(field: str) -> str | None:
             entry = meta.get(field)
@@ -387,7 +388,11 @@ class FolderProvider:
         return _ranked(rows, self.name, self.cfg.search.max_results)
 
 
-PROVIDERS = {"rapidapi": RapidApiProvider, "wikimedia": WikimediaProvider, "folder": FolderProvider}
+PROVIDERS: dict[str, Callable[[Config, aiohttp.ClientSession], Provider]] = {
+    "rapidapi": RapidApiProvider,
+    "wikimedia": WikimediaProvider,
+    "folder": FolderProvider,
+}
 
 
 def make_provider(cfg: Config, session: aiohttp.ClientSession) -> Provider:

@@ -1,4 +1,4 @@
--- Every SQL statement of facequeue, by name (loaded by store.py). Migrations hold the schema.
+-- Every SQL statement of facequeue, by name (loaded by store/sqlite.py). Migrations hold the schema.
 -- :now_plus_lease etc. are computed by SQLite so every timestamp uses one clock and one format.
 
 -- name: insert_person
@@ -20,7 +20,7 @@ UPDATE people
 SET state = 'queued', lease_owner = NULL, lease_until = NULL,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE state = 'running' AND lease_until < strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-RETURNING id, name;
+RETURNING *;
 
 -- name: claim_person
 UPDATE people
@@ -123,8 +123,6 @@ SELECT * FROM people WHERE stage = 'done' ORDER BY id;
 -- name: delete_person
 DELETE FROM people WHERE id = :id;
 
--- name: count_people
-SELECT COUNT(*) FROM people;
 
 -- name: queue_summary
 SELECT state, people FROM queue_summary;
@@ -245,8 +243,8 @@ WHERE person_id = :person_id AND state = 'accepted' ORDER BY id;
 -- name: gallery_images_of
 SELECT id, image_id, path, sha256 FROM gallery_images WHERE person_id = :person_id ORDER BY id;
 
--- name: gallery_person
-SELECT * FROM gallery_people WHERE person_id = :person_id;
+-- name: gallery_folder
+SELECT folder FROM gallery_people WHERE person_id = :person_id;
 
 -- name: gallery_upsert_person
 INSERT INTO gallery_people (person_id, folder, images, model, metric, threshold)
@@ -297,8 +295,6 @@ SELECT * FROM gallery_summary ORDER BY flagged DESC, person;
 -- name: gallery_paths
 SELECT path FROM gallery_images;
 
--- name: gallery_folders
-SELECT person_id, folder FROM gallery_people;
 
 -- name: report_people
 SELECT pp.*, p.name, p.portrait_url, p.wikidata_id, p.finished_at,
@@ -337,5 +333,3 @@ PRAGMA quick_check;
 SELECT person_id, person, country, crop_path, image_id
 FROM image_outcomes WHERE state = 'accepted' ORDER BY person_id, image_id;
 
--- name: metadata_people
-SELECT person_id, person, country, accepted FROM person_progress ORDER BY person_id;

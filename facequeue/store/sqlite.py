@@ -1,4 +1,4 @@
-"""The only place that talks SQL: connection set-up, migrations, the people queue, image rows.
+"""The SQLite backend of the store: connection set-up and every domain method, in SQL.
 
 Statements live in queries.sql (by name) and migrations/NNNN_*.sql. One aiosqlite connection
 per process; an asyncio lock serialises transactions on it so coroutines never interleave
@@ -10,20 +10,47 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
-from facequeue.config import Config
 from facequeue.errors import LeaseLost, StoreError
+from facequeue.store import migrate as migrations
+from facequeue.store.records import (
+    AcceptedCrop,
+    AddResult,
+    Analyzed,
+    Curated,
+    DaemonInfo,
+    Downloaded,
+    Failure,
+    GalleryCandidate,
+    GalleryEmbedding,
+    GalleryEntry,
+    GalleryFile,
+    GalleryIdentity,
+    GallerySummary,
+    Image,
+    ImageTotals,
+    NewImage,
+    NewPerson,
+    Person,
+    Progress,
+    ReasonCount,
+    RejectReason,
+    ReportImage,
+    ReportPerson,
+    SelfTest,
+    from_row,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-MIGRATIONS_DIR = PACKAGE_DIR / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+R = TypeVar("R")
 
 
 def _load_queries(path: Path) -> dict[str, str]:
@@ -46,42 +73,8 @@ def _load_queries(path: Path) -> dict[str, str]:
 Q = _load_queries(PACKAGE_DIR / "queries.sql")
 
 
-@dataclass(frozen=True)
-class NewPerson:
-    name: str
-    slug: str
-    country: str
-    occupation: str | None = None
-    source: str = "manual"
-    search_name: str | None = None
-    wikidata_id: str | None = None
-    portrait_url: str | None = None
-    cross_check: str | None = None
-
-
-@dataclass(frozen=True)
-class AddResult:
-    added: list[int]
-    skipped: list[NewPerson]
-
-
-def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, Path]]:
-    if not directory.is_dir():
-        raise StoreError(f"migrations folder not found: {directory}")
-    found = []
-    for path in sorted(directory.glob("*.sql")):
-        match = re.match(r"(\d{4})_(\w+)\.sql$", path.name)
-        if not match:
-            raise StoreError(f"badly named migration {path.name}: expected NNNN_name.sql")
-        found.append((int(match.group(1)), match.group(2), path))
-    versions = [v for v, _, _ in found]
-    if len(set(versions)) != len(versions):
-        raise StoreError("two migrations share a number")
-    return found
-
-
-class Store:
-    """An open database. Use `await Store.open(cfg)` or `async with open_store(cfg)`."""
+class SqliteStore:
+    """An open SQLite database. Use `open_store(cfg)` (or `await SqliteStore.open(path)`)."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self.conn = conn
@@ -91,8 +84,8 @@ class Store:
     # -- set-up --------------------------------------------------------------------------
     @classmethod
     async def open(
-        cls, db_path: Path, migrate: bool = True, migrations_dir: Path = MIGRATIONS_DIR
-    ) -> Store:
+        cls, db_path: Path, migrate: bool = True, migrations_dir: Path = migrations.MIGRATIONS_DIR
+    ) -> SqliteStore:
         try:
             db_path.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(
@@ -117,53 +110,37 @@ class Store:
             raise
         return store
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
     async def close(self) -> None:
         await self.conn.close()
 
-    async def migrate(self, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    async def migrate(self, migrations_dir: Path = migrations.MIGRATIONS_DIR) -> list[str]:
         """Apply pending migrations in order; each with its record in one transaction."""
-        applied_now: list[str] = []
-        async with self.lock:
-            await self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                "name TEXT NOT NULL, applied_at TEXT NOT NULL "
-                "DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
-            )
-            for version, name, path in migration_files(migrations_dir):
-                await self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = await self.conn.execute(
-                        "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
-                    )
-                    if await cur.fetchone():
-                        await self.conn.execute("COMMIT")
-                        continue
-                    for statement in _split_sql(path.read_text(encoding="utf-8")):
-                        await self.conn.execute(statement)
-                    await self.conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-                        (version, name),
-                    )
-                    await self.conn.execute("COMMIT")
-                except BaseException as exc:
-                    await self.conn.execute("ROLLBACK")
-                    if isinstance(exc, sqlite3.Error):
-                        raise StoreError(f"migration {path.name} failed: {exc}") from None
-                    raise
-                applied_now.append(f"{version:04d}_{name}")
-        return applied_now
+        return await migrations.apply_sqlite(self.conn, self.lock, migrations_dir)
 
     async def applied_migrations(self) -> list[tuple[int, str, str]]:
-        return [
-            tuple(r)
-            for r in await self._all(
+        try:
+            rows = await self._all(
                 "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
             )
-        ]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"database {self.path}: {exc}") from None
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def integrity_problems(self) -> list[str]:
+        """What `PRAGMA quick_check` finds wrong (empty when the file is sound)."""
+        try:
+            rows = await self._all(Q["doctor_quick_check"])
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        return [r[0] for r in rows if r[0] != "ok"]
 
     # -- helpers -----------------------------------------------------------------------
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any error (including cancellation)."""
         async with self.lock:
             await self.conn.execute("BEGIN IMMEDIATE")
@@ -185,17 +162,16 @@ class Store:
         return rows[0] if rows else None
 
     async def _write(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             cur = await conn.execute(sql, params)
             return list(await cur.fetchall())
 
-    async def query(self, name: str, **params: Any) -> list[aiosqlite.Row]:
-        """Run a named read query from queries.sql."""
-        return await self._all(Q[name], params)
+    async def _many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        async with self._transaction() as conn:
+            await conn.executemany(sql, rows)
 
-    async def execute(self, name: str, **params: Any) -> list[aiosqlite.Row]:
-        """Run a named write statement in its own transaction."""
-        return await self._write(Q[name], params)
+    async def _records(self, cls: type[R], name: str, **params: Any) -> list[R]:
+        return [from_row(cls, r) for r in await self._all(Q[name], params)]
 
     # -- people --------------------------------------------------------------------------
     async def add_people(self, people: Iterable[NewPerson]) -> AddResult:
@@ -203,9 +179,9 @@ class Store:
         Wikidata id) are skipped. Either all new rows land or none."""
         added: list[int] = []
         skipped: list[NewPerson] = []
-        async with self.transaction() as conn:
+        async with self._transaction() as conn:
             for person in people:
-                params = person.__dict__
+                params = asdict(person)
                 cur = await conn.execute(Q["person_exists"], params)
                 if await cur.fetchone():
                     skipped.append(person)
@@ -218,12 +194,26 @@ class Store:
                     added.append(row[0])
         return AddResult(added, skipped)
 
-    async def claim(self, owner: str, lease_s: float) -> dict | None:
-        rows = await self._write(Q["claim_person"], {"owner": owner, "lease_s": lease_s})
-        return dict(rows[0]) if rows else None
+    async def already_queued(self, people: Iterable[NewPerson]) -> list[NewPerson]:
+        """Those of `people` that add_people would skip (same slug+country or Wikidata id)."""
+        found = []
+        for person in people:
+            if await self._one(Q["person_exists"], asdict(person)):
+                found.append(person)
+        return found
 
-    async def reclaim_expired(self) -> list[dict]:
-        return [dict(r) for r in await self._write(Q["reclaim_expired"])]
+    async def claim(self, owner: str, lease_s: float) -> Person | None:
+        rows = await self._write(Q["claim_person"], {"owner": owner, "lease_s": lease_s})
+        return from_row(Person, rows[0]) if rows else None
+
+    async def claim_specific(self, person_id: int, owner: str, lease_s: float) -> Person | None:
+        rows = await self._write(
+            Q["claim_specific"], {"id": person_id, "owner": owner, "lease_s": lease_s}
+        )
+        return from_row(Person, rows[0]) if rows else None
+
+    async def reclaim_expired(self) -> list[Person]:
+        return [from_row(Person, r) for r in await self._write(Q["reclaim_expired"])]
 
     async def renew_leases(self, owner: str, lease_s: float) -> list[int]:
         rows = await self._write(Q["renew_leases"], {"owner": owner, "lease_s": lease_s})
@@ -231,12 +221,6 @@ class Store:
 
     async def still_own(self, person_id: int, owner: str) -> bool:
         return bool(await self._one(Q["still_own"], {"id": person_id, "owner": owner}))
-
-    async def claim_specific(self, person_id: int, owner: str, lease_s: float) -> dict | None:
-        rows = await self._write(
-            Q["claim_specific"], {"id": person_id, "owner": owner, "lease_s": lease_s}
-        )
-        return dict(rows[0]) if rows else None
 
     async def advance_stage(self, person_id: int, owner: str, stage: str) -> None:
         rows = await self._write(
@@ -284,26 +268,26 @@ class Store:
     async def requeue(self, person_id: int, stage: str) -> None:
         await self._write(Q["requeue_person"], {"id": person_id, "stage": stage})
 
-    async def get_person(self, person_id: int) -> dict | None:
+    async def get_person(self, person_id: int) -> Person | None:
         row = await self._one(Q["get_person"], {"id": person_id})
-        return dict(row) if row else None
+        return from_row(Person, row) if row else None
 
-    async def find_people(self, ref: str) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["find_people"], {"ref": ref})]
+    async def find_people(self, ref: str) -> list[Person]:
+        return await self._records(Person, "find_people", ref=ref)
 
-    async def people_at_rest(self) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["people_at_rest"])]
+    async def people_at_rest(self) -> list[Person]:
+        return await self._records(Person, "people_at_rest")
 
     async def delete_person(self, person_id: int) -> None:
         await self._write(Q["delete_person"], {"id": person_id})
 
     async def claimable_count(self) -> int:
         row = await self._one(Q["claimable_count"])
-        return row[0]
+        return int(row[0]) if row else 0
 
     async def next_run_after(self) -> str | None:
         row = await self._one(Q["next_run_after"])
-        return row[0]
+        return row[0] if row else None
 
     # -- daemons -------------------------------------------------------------------------
     async def register_daemon(self, daemon_id: str, pid: int, host: str) -> None:
@@ -316,86 +300,153 @@ class Store:
     async def stop_daemon(self, daemon_id: str) -> None:
         await self._write(Q["stop_daemon"], {"id": daemon_id})
 
-    async def live_daemons(self, stale_s: float) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["live_daemons"], {"stale_s": stale_s})]
+    async def live_daemons(self, stale_s: float) -> list[DaemonInfo]:
+        return await self._records(DaemonInfo, "live_daemons", stale_s=stale_s)
 
     # -- status --------------------------------------------------------------------------
     async def queue_summary(self) -> dict[str, int]:
         return {r[0]: r[1] for r in await self._all(Q["queue_summary"])}
 
-    async def progress(self, limit: int = 50) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["person_progress_all"], {"limit": limit})]
+    async def progress(self, limit: int | None = 50) -> list[Progress]:
+        """person_progress rows by id; limit None = everyone."""
+        return await self._records(
+            Progress, "person_progress_all", limit=-1 if limit is None else limit
+        )
 
-    async def progress_of(self, person_id: int) -> dict | None:
+    async def progress_of(self, person_id: int) -> Progress | None:
         row = await self._one(Q["person_progress_one"], {"id": person_id})
-        return dict(row) if row else None
+        return from_row(Progress, row) if row else None
 
-    async def image_reasons(self, person_id: int) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["image_reasons"], {"id": person_id})]
+    async def image_reasons(self, person_id: int) -> list[ReasonCount]:
+        return await self._records(ReasonCount, "image_reasons", id=person_id)
 
-    async def recent_failures(self, limit: int = 10) -> list[dict]:
-        return [dict(r) for r in await self._all(Q["recent_failures"], {"limit": limit})]
+    async def recent_failures(self, limit: int = 10) -> list[Failure]:
+        return await self._records(Failure, "recent_failures", limit=limit)
 
     # -- images --------------------------------------------------------------------------
-    async def insert_images(self, rows: list[dict]) -> None:
-        async with self.transaction() as conn:
-            await conn.executemany(Q["insert_image"], rows)
+    async def insert_images(self, images: Iterable[NewImage]) -> None:
+        """New search results; an URL already listed for the person is skipped."""
+        await self._many(Q["insert_image"], [asdict(i) for i in images])
 
-    async def images_of(self, person_id: int, state: str | None = None) -> list[dict]:
+    async def images_of(self, person_id: int, state: str | None = None) -> list[Image]:
         if state is None:
-            rows = await self._all(Q["images_of_person"], {"person_id": person_id})
-        else:
-            rows = await self._all(Q["images_in_state"], {"person_id": person_id, "state": state})
-        return [dict(r) for r in rows]
+            return await self._records(Image, "images_of_person", person_id=person_id)
+        return await self._records(Image, "images_in_state", person_id=person_id, state=state)
 
-    async def update_image(self, statement: str, **params: Any) -> None:
-        """One of the image_* statements of queries.sql, in its own transaction."""
-        if not statement.startswith("image_"):
-            raise ValueError(statement)
-        await self._write(Q[statement], params)
+    async def mark_downloaded(self, image_id: int, result: Downloaded) -> None:
+        await self._write(Q["image_downloaded"], {"id": image_id, **asdict(result)})
 
-    async def update_images(self, statement: str, rows: list[dict]) -> None:
-        if not statement.startswith("image_"):
-            raise ValueError(statement)
-        async with self.transaction() as conn:
-            await conn.executemany(Q[statement], rows)
+    async def reject_image(self, image_id: int, reason: str, detail: str | None) -> None:
+        await self._write(Q["image_rejected"], {"id": image_id, "reason": reason, "detail": detail})
+
+    async def record_analysis(self, image_id: int, result: Analyzed) -> None:
+        await self._write(Q["image_analyzed"], {"id": image_id, **asdict(result)})
+
+    async def record_curation(self, verdicts: Iterable[Curated]) -> None:
+        """Curation's verdicts on a person's images, all in one transaction."""
+        await self._many(Q["image_curated"], [asdict(v) for v in verdicts])
 
     async def other_users_of_raw(self, raw_path: str, person_id: int) -> int:
         row = await self._one(
             Q["other_users_of_raw"], {"raw_path": raw_path, "person_id": person_id}
         )
-        return row[0]
+        return int(row[0]) if row else 0
 
     async def forget_raw_paths(self, image_ids: list[int]) -> None:
-        async with self.transaction() as conn:
-            await conn.executemany(Q["forget_raw_path"], [{"id": i} for i in image_ids])
+        await self._many(Q["forget_raw_path"], [{"id": i} for i in image_ids])
 
     async def referenced_paths(self) -> set[str]:
         raws = await self._all(Q["all_raw_paths"])
         crops = await self._all(Q["all_crop_paths"])
         return {r[0] for r in raws} | {r[0] for r in crops}
 
+    async def accepted_crops(self) -> list[AcceptedCrop]:
+        return await self._records(AcceptedCrop, "metadata_accepted_images")
 
-def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements (sqlite3.complete_statement knows about strings)."""
-    statements, buf = [], ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            if buf.strip():
-                statements.append(buf.strip())
-            buf = ""
-    if buf.strip() and not all(
-        l.strip().startswith("--") or not l.strip() for l in buf.splitlines()
-    ):
-        raise StoreError("migration ends with an incomplete statement")
-    return statements
+    # -- gallery -------------------------------------------------------------------------
+    async def gallery_candidates(self, person_id: int) -> list[GalleryCandidate]:
+        return await self._records(GalleryCandidate, "gallery_accepted_images", person_id=person_id)
 
+    async def gallery_folder(self, person_id: int) -> str | None:
+        row = await self._one(Q["gallery_folder"], {"person_id": person_id})
+        return row[0] if row else None
 
-@asynccontextmanager
-async def open_store(cfg: Config, migrate: bool = True) -> AsyncIterator[Store]:
-    store = await Store.open(cfg.db_path, migrate=migrate)
-    try:
-        yield store
-    finally:
-        await store.close()
+    async def save_gallery(self, entry: GalleryEntry, files: Sequence[GalleryFile]) -> None:
+        """Upsert the identity and its images; its gallery rows not in `files` go."""
+        keep = {f.image_id for f in files}
+        async with self._transaction() as conn:
+            await conn.execute(Q["gallery_upsert_person"], asdict(entry))
+            cur = await conn.execute(Q["gallery_images_of"], {"person_id": entry.person_id})
+            for row in await cur.fetchall():
+                if row["image_id"] not in keep:
+                    await conn.execute(Q["gallery_delete_image"], {"id": row["id"]})
+            await conn.executemany(
+                Q["gallery_upsert_image"],
+                [
+                    {
+                        "person_id": entry.person_id,
+                        "image_id": f.image_id,
+                        "path": f.rel_path,
+                        "sha256": f.sha256,
+                        "embedding": f.embedding,
+                        "is_reference": f.is_reference,
+                    }
+                    for f in files
+                ],
+            )
+
+    async def remove_from_gallery(self, person_id: int) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(Q["gallery_delete_person_images"], {"person_id": person_id})
+            await conn.execute(Q["gallery_delete_person"], {"person_id": person_id})
+
+    async def gallery_tested_against(self, person_id: int) -> list[int]:
+        """Identities whose nearest other identity is `person_id`."""
+        rows = await self._all(Q["gallery_tested_against"], {"person_id": person_id})
+        return [r[0] for r in rows]
+
+    async def gallery_identities(self) -> list[GalleryIdentity]:
+        return await self._records(GalleryIdentity, "gallery_identities")
+
+    async def gallery_embeddings(self) -> list[GalleryEmbedding]:
+        return await self._records(GalleryEmbedding, "gallery_all_embeddings")
+
+    async def save_self_tests(self, results: Iterable[SelfTest]) -> None:
+        await self._many(
+            Q["gallery_self_test"],
+            [
+                {
+                    "person_id": t.person_id,
+                    "top1": t.top1,
+                    "misses": t.misses,
+                    "own_distance": t.own_distance,
+                    "nearest_other_person_id": t.nearest_other_person_id,
+                    "nearest_other_distance": t.nearest_other_distance,
+                    "margin": t.margin,
+                    "flagged": int(t.flagged),
+                    "flag_reason": t.flag_reason,
+                }
+                for t in results
+            ],
+        )
+
+    async def gallery_summary(self) -> list[GallerySummary]:
+        return await self._records(GallerySummary, "gallery_list")
+
+    async def gallery_paths(self) -> list[str]:
+        return [r[0] for r in await self._all(Q["gallery_paths"])]
+
+    # -- report --------------------------------------------------------------------------
+    async def report_people(self) -> list[ReportPerson]:
+        return await self._records(ReportPerson, "report_people")
+
+    async def report_images(self, person_id: int) -> list[ReportImage]:
+        return await self._records(ReportImage, "report_images", person_id=person_id)
+
+    async def image_totals(self) -> ImageTotals:
+        row = await self._one(Q["report_totals"])
+        assert row is not None  # an aggregate always returns one row
+        return from_row(ImageTotals, row)
+
+    async def reject_reasons(self) -> list[RejectReason]:
+        return await self._records(RejectReason, "report_reasons")

@@ -20,6 +20,7 @@ import numpy as np
 from facequeue.errors import ModelWeightsMissing
 from facequeue.files import atomic_write_bytes
 from facequeue.vision import decode, detect, engine
+from facequeue.vision.detect import Face
 
 if TYPE_CHECKING:
     from facequeue.config import Config
@@ -59,15 +60,6 @@ class AnalysisSettings:
             extra_face_min_confidence=a.extra_face_min_confidence,
             decode_budget_mb=a.decode_budget_mb,
         )
-
-
-@dataclass(frozen=True)
-class Face:
-    x: int
-    y: int
-    w: int
-    h: int
-    confidence: float
 
 
 @dataclass(frozen=True)
@@ -352,15 +344,6 @@ def write_crop(
 ) -> tuple[int, int]:
     """Write the face crop (margin, clamped) atomically: temp file in the same folder + rename."""
     return _write_crop_bgr(decode_image(src_path, settings), face, margin, dest_path)
-
-
-def __getattr__(name: str) -> Any:
-    # The pool moved to facequeue.vision.pool; old imports keep working.
-    if name == "AnalysisPool":
-        from facequeue.vision.pool import AnalysisPool
-
-        return AnalysisPool
-    raise AttributeError(name)
 
 
 __all__ = [

@@ -185,7 +185,8 @@ def dominant_colours(img: np.ndarray, k: int = 5, sample_side: int = 64) -> list
     k = max(1, min(k, len(np.unique(data, axis=0))))
     cv2.setRNGSeed(12345)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
-    _, labels, centers = cv2.kmeans(data, k, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
+    labels0 = np.zeros((len(data), 1), np.int32)  # ignored without KMEANS_USE_INITIAL_LABELS
+    _, labels, centers = cv2.kmeans(data, k, labels0, criteria, 3, cv2.KMEANS_PP_CENTERS)
     counts = np.bincount(labels.ravel(), minlength=k)
     out = []
     for idx in np.argsort(-counts):
@@ -219,7 +220,7 @@ DEMOGRAPHY_FILES = {
     "pytorch": ("age_model_weights.pth", "gender_model_weights.pth"),
 }
 
-_DEMO_STATE: dict[str, Any] = {}
+_DEMO_STATE: dict[tuple[str, str], tuple[bool, str | None]] = {}
 
 
 def age_bucket(age: float | None) -> str | None:
@@ -258,6 +259,7 @@ def demographics_available(deepface_home: str | os.PathLike) -> tuple[bool, str 
     files = DEMOGRAPHY_FILES.get(engine, DEMOGRAPHY_FILES["onnx"])
     wdir = Path(deepface_home) / ".deepface" / "weights"
     missing = [f for f in files if not (wdir / f).is_file()]
+    result: tuple[bool, str | None]
     if missing:
         result = (
             False,

@@ -7,6 +7,7 @@ face the recognition model embeds. See docs/faces.md for the measured choices.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,13 +17,20 @@ HOG_WINDOW = 80  # dlib's frontal HOG detector finds faces down to ~80 px withou
 MIN_DETECT_SIDE = 24  # a copy narrower than this cannot hold a face worth detecting
 
 
+@dataclass(frozen=True)
+class Face:
+    x: int
+    y: int
+    w: int
+    h: int
+    confidence: float
+
+
 def detect(
     img: np.ndarray, max_side: int, detector_name: str, detector: Any, need_eyes: bool
 ) -> list[tuple[Any, Any]]:
     """[(Face, eyes | None)] largest first, boxes in ``img``'s coordinates."""
     import cv2
-
-    from facequeue.vision.analyze import Face
 
     h, w = img.shape[:2]
     scale = min(1.0, max_side / max(h, w))

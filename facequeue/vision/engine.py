@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from facequeue.config import Config
 from facequeue.errors import ModelWeightsMissing
 
 BACKEND_ENGINE = "onnx"
@@ -104,9 +105,9 @@ OFFLINE_FILES = (
 )
 
 
-def default_home(cfg: Any) -> Path:
+def default_home(cfg: Config) -> Path:
     """DEEPFACE_HOME for a config: analysis.deepface_home, else <data_dir>/deepface."""
-    explicit = getattr(cfg.analysis, "deepface_home", "") or ""
+    explicit = cfg.analysis.deepface_home
     if explicit:
         path = Path(explicit).expanduser()
         return path if path.is_absolute() else Path(cfg.data_dir) / path
@@ -222,7 +223,7 @@ def install_download_guard(allow_download: bool) -> None:
             f"or set analysis.allow_weight_download = true"
         )
 
-    weight_utils._facequeue_original = original  # type: ignore[attr-defined]
+    weight_utils._facequeue_original = original
     weight_utils.download_weights_if_necessary = guarded
 
 

@@ -180,7 +180,12 @@ class AnalysisPool:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         fd = w.conn.fileno()
-        loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(fd, ready)
         try:
             await asyncio.wait_for(fut, timeout)
             return True

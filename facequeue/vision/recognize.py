@@ -11,43 +11,31 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facequeue.config import Config
+from facequeue.vision.distance import (
+    check_metric,
+    default_metric,
+    default_threshold,
+    distance_matrix,
+    distances,
+    prepare,
+)
+
+if TYPE_CHECKING:  # the face engine loads on first use
+    from facequeue.vision.analyze import AnalysisSettings
+
 # -------------------------------------------------------------------------- thresholds
 
-METRICS = ("cosine", "euclidean", "euclidean_l2")
 
-
-def metric_for(model: str) -> str:
-    """The curation module's default metric (Dlib: euclidean, dlib's native 0.6; others cosine)."""
-    try:
-        from facequeue.stages import curate
-
-        return curate.default_metric(model)
-    except (ImportError, AttributeError):
-        return "euclidean" if model == "Dlib" else "cosine"
-
-
-def default_threshold(model: str, metric: str) -> float:
-    """The curation module's default if it has one, else DeepFace's tuned per-model value."""
-    try:
-        from facequeue.stages import curate
-
-        return float(curate.default_threshold(model, metric))
-    except (ImportError, AttributeError):
-        pass
-    from deepface.modules.verification import find_threshold
-
-    return float(find_threshold(model, metric))
-
-
-def threshold_from_config(cfg: Any) -> tuple[str, float]:
+def threshold_from_config(cfg: Config) -> tuple[str, float]:
     """(metric, threshold) for recognition: the metric curation uses, and gallery.threshold
     if set, else the model's default for that metric."""
     model = cfg.analysis.model
-    metric = getattr(cfg.curation, "metric", "") or metric_for(model)
+    metric = cfg.curation.metric or default_metric(model)
     threshold = cfg.gallery.threshold
     if threshold is None:
         from facequeue.vision import engine as faces
@@ -77,23 +65,9 @@ def as_matrix(blobs: Iterable[bytes]) -> np.ndarray:
     return np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]).astype(np.float32)
 
 
-def _normalise(m: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return m / np.maximum(norms, 1e-12)
-
-
 def pairwise(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    """Distances (len(a), len(b)) between row vectors, in float32."""
-    a = np.atleast_2d(a).astype(np.float32, copy=False)
-    b = np.atleast_2d(b).astype(np.float32, copy=False)
-    if metric == "cosine":
-        return 1.0 - _normalise(a) @ _normalise(b).T
-    if metric == "euclidean_l2":
-        a, b = _normalise(a), _normalise(b)
-    elif metric != "euclidean":
-        raise ValueError(f"unknown distance metric {metric!r} (one of {', '.join(METRICS)})")
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    return np.sqrt(np.maximum(sq, 0.0))
+    """Distances (len(a), len(b)) between row vectors, in float32 (as the gallery stores)."""
+    return distance_matrix(a, b, metric, np.float32)
 
 
 # -------------------------------------------------------------------------- index
@@ -130,8 +104,7 @@ class GalleryIndex:
         model: str = "Dlib",
         threshold: float = 0.6,
     ) -> None:
-        if metric not in METRICS:
-            raise ValueError(f"unknown distance metric {metric!r}")
+        check_metric(metric)
         pids = np.asarray(person_ids, dtype=np.int64)
         order = np.argsort(pids, kind="stable")
         self.person_ids = pids[order]
@@ -143,9 +116,7 @@ class GalleryIndex:
         self.paths = [paths[i] for i in order]
         self.metric, self.model, self.threshold = metric, model, float(threshold)
         self.identities = identities
-        if metric in ("cosine", "euclidean_l2") and len(m):
-            m = _normalise(m)
-        self.matrix = np.ascontiguousarray(m)
+        self.matrix = np.ascontiguousarray(prepare(m, metric, np.float32) if len(m) else m)
         self.sq_norms = (self.matrix * self.matrix).sum(1) if len(m) else np.zeros(0, np.float32)
         # block boundaries: identity k owns rows starts[k]:starts[k+1]
         if len(self.person_ids):
@@ -205,14 +176,8 @@ class GalleryIndex:
     # -- distances -----------------------------------------------------------------------
     def distances(self, queries: np.ndarray) -> np.ndarray:
         """(len(queries), len(index)) distances to every stored embedding."""
-        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        if self.metric in ("cosine", "euclidean_l2"):
-            q = _normalise(q)
-        dots = q @ self.matrix.T
-        if self.metric == "cosine":
-            return 1.0 - dots
-        sq = (q * q).sum(1)[:, None] + self.sq_norms[None, :] - 2.0 * dots
-        return np.sqrt(np.maximum(sq, 0.0))
+        q = prepare(queries, self.metric, np.float32)
+        return distances(q, self.matrix, self.metric, self.sq_norms)
 
     def per_identity_min(self, dist: np.ndarray) -> np.ndarray:
         """(queries, identities): each query's smallest distance to each identity, in the
@@ -296,13 +261,13 @@ class QueryPhoto:
 MIN_EMBED_PX = 20
 
 
-def embed_faces(path: str, settings: Any) -> QueryPhoto:
+def embed_faces(path: str, settings: AnalysisSettings) -> QueryPhoto:
     """Decode once, detect once, embed every face (largest first) with the same alignment as
     analysis uses for the main face. Module-level and pure: runs in a pool worker or in-process.
     """
     import time
 
-    from facequeue.vision import analyze
+    from facequeue.vision import analyze, detect
 
     t0 = time.perf_counter()
     try:
@@ -311,10 +276,13 @@ def embed_faces(path: str, settings: Any) -> QueryPhoto:
         return QueryPhoto("unreadable", str(exc), 0, 0)
     h, w = img.shape[:2]
     timings = {"decode": time.perf_counter() - t0}
-    if all(hasattr(analyze, n) for n in ("_ensure", "_detect", "_embed", "_STATE")):
+    if all(hasattr(analyze, n) for n in ("_ensure", "_embed", "_STATE")):
         analyze._ensure(settings)
         t = time.perf_counter()
-        detected, _ = analyze._detect(img, settings)
+        sp = analyze._STATE.get("sp")
+        detected = detect.detect(
+            img, settings.max_side, settings.detector, analyze._STATE["detector"], sp is None
+        )
         timings["detect"] = time.perf_counter() - t
         t = time.perf_counter()
         out = []
@@ -332,10 +300,10 @@ def embed_faces(path: str, settings: Any) -> QueryPhoto:
                     )
                 )
                 continue
-            if analyze._STATE.get("sp") is not None:
-                chip = analyze._dlib_chip(img, face, settings.chip_size)
+            if sp is not None:
+                chip, _ = detect.dlib_chip(img, face, settings.chip_size, sp)
             else:
-                chip = analyze._eye_chip(img, face, eyes, settings.chip_size, settings.align)
+                chip = detect.eye_chip(img, face, eyes, settings.chip_size, settings.align)
             out.append(
                 QueryFace(face.x, face.y, face.w, face.h, face.confidence, analyze._embed(chip))
             )

@@ -1,0 +1,35 @@
+"""`forget PERSON`: every row and file of one person goes (downloads, crops, gallery)."""
+
+from __future__ import annotations
+
+import shutil
+
+from facequeue import layout
+from facequeue.config import Config
+from facequeue.errors import InputError
+from facequeue.stages import gallery
+from facequeue.stages.originals import delete_originals
+from facequeue.store import Person, PersonState, Store
+
+
+async def check_forgettable(cfg: Config, store: Store, person: Person) -> None:
+    """A person a live daemon is working on cannot be forgotten (its stages would recreate
+    files); one whose daemon died can."""
+    live = await store.live_daemons(cfg.queue.heartbeat_s * 3 + 5)
+    if person.state == PersonState.RUNNING and live:
+        raise InputError(
+            f"#{person.id} {person.name} is being processed right now; try again when it is done"
+        )
+
+
+async def forget_person(cfg: Config, store: Store, person: Person) -> None:
+    """Files first, the person's row last: if interrupted, running forget again finishes the
+    job. A raw file another person also uses stays. An existing report is rebuilt."""
+    from facequeue.ops import report
+
+    await gallery.forget_person(cfg, store, person)
+    await delete_originals(cfg, store, person.id, await store.images_of(person.id))
+    for folder in (layout.faces_dir(cfg, person), layout.candidates_dir(cfg, person)):
+        shutil.rmtree(folder, ignore_errors=True)
+    await store.delete_person(person.id)
+    await report.rebuild_if_present(cfg, store)
