@@ -24,11 +24,20 @@ PEOPLE = {
 HELD_BACK = 6  # photo n of each promoted person is never served: recognize must name it
 
 
-async def cli(cfg: Path, *args: str, timeout: float = 600) -> tuple[int, str, str]:
+MAXRSS_WRAPPER = (
+    "import resource, subprocess, sys; "
+    "r = subprocess.run([sys.executable, '-m', 'facequeue', *sys.argv[1:]]); "
+    "kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss; "
+    "print(f'MAXRSS_KB {kb}', file=sys.stderr); sys.exit(r.returncode)"
+)
+
+
+async def cli(
+    cfg: Path, *args: str, timeout: float = 600, wrapper: str | None = None
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "facequeue",
+        *(["-c", wrapper] if wrapper else ["-m", "facequeue"]),
         "--config",
         str(cfg),
         *args,
@@ -87,8 +96,18 @@ min_images = 3
                 cfg, "add-person", name, "--country", country, "--occupation", occupation
             )
             assert code == 0, err
-        code, out, err = await cli(cfg, "run", "--once")
+        # Through a wrapper that reports the largest RSS of the daemon and its workers
+        # (RUSAGE_CHILDREN covers every waited-for descendant): the Pi budget, 250 MB each.
+        code, out, err = await cli(cfg, "run", "--once", wrapper=MAXRSS_WRAPPER)
         assert code == 0, err[-3000:]
+        max_rss_mb = int(err.rsplit("MAXRSS_KB ", 1)[1].split()[0]) / 1024
+        stops = [json.loads(x) for x in err.splitlines() if "analysis_workers_stopping" in x]
+        workers_mb = [mb for line in stops for mb in line["peak_rss_mb"]]
+        print(
+            f"largest process of the daemon run: {max_rss_mb:.0f} MB; "
+            f"analysis workers' peaks {workers_mb} MB"
+        )
+        assert max_rss_mb <= 250
         logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
         assert any(ln["event"] == "person_finished" and "person_id" in ln for ln in logs)
 

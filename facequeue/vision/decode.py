@@ -18,7 +18,7 @@ from PIL import Image
 
 # Bytes per pixel of the bitmap PIL holds for each mode (what a full decode allocates).
 _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "I;16": 2, "RGB": 3, "YCbCr": 3, "LAB": 3}
-DEFAULT_MAX_PIXELS = 12_000_000  # decoded size: faces stay far above min_face_px (~36 MB BGR)
+DEFAULT_MAX_PIXELS = 6_000_000  # decoded size (3000x2000): faces stay far above min_face_px
 DEFAULT_BUDGET_MB = 256  # 50 MP RGBA (the downloader's max_pixels) still fits
 
 
@@ -79,7 +79,9 @@ def decode_bytes(
             small = _reduce(im, max_pixels)
             if small is not im:
                 im.close()  # free the full-size bitmap before the conversions below
-            rgb = _to_rgb(ImageOps.exif_transpose(_fit(small, max_pixels)))
+            small = _fit(small, max_pixels)
+            ImageOps.exif_transpose(small, in_place=True)  # a copy otherwise, even when upright
+            rgb = _to_rgb(small)
         except MemoryError:
             raise Unreadable(f"{w}x{h} image does not fit in memory") from None
         except Exception as exc:  # truncated, corrupt: PIL raises OSError, SyntaxError...
@@ -142,7 +144,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         arr = np.asarray(im, dtype=np.float32)
         hi = float(arr.max()) or 1.0
         return Image.fromarray((arr * (255.0 / hi)).astype(np.uint8)).convert("RGB")
-    return im.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")  # no copy of an RGB image
 
 
 def decode_file(
