@@ -21,6 +21,9 @@ The seed side writes crops but no sidecars (its metadata script is a separate pa
 the comparison favours the seed. Prints images/s for both, the ratio, and the peak RSS of
 every process (parent and each worker, sampled from /proc every 0.1 s). Targets: ratio >=
 10; every facequeue process <= 250 MB (a Pi with 2 workers).
+
+Run: .venv/bin/python bench/analyze_speed.py [--no-seed]   (--no-seed: facequeue's side and
+its memory only, no ratio; the seed's side takes ~20 minutes on a busy 2-core machine)
 """
 
 from __future__ import annotations
@@ -338,6 +341,10 @@ def main() -> int:
             f"sidecars)  peak RSS parent+workers {fq_rss.peak / 2**20:.0f} MB "
             f"({fq_rss.describe()})"
         )
+        if "--no-seed" in sys.argv:  # memory check only: no ratio without the baseline
+            biggest = fq_rss.max_process() / 2**20
+            print(f"largest facequeue process {biggest:.0f} MB (target <= 250 MB); no seed run")
+            return 0 if biggest <= 250 else 1
         sd_t, sd_n, sd_rss = run_seed(work, settings, out)
         print(
             f"seed:      {sd_t:6.1f} s  {n / sd_t:6.2f} images/s  accepted {sd_n} (crops)  "
