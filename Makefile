@@ -5,12 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run check test bench browser install-service clean
+.PHONY: setup run check test lock bench browser install-service clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package (dependencies of dependencies too) to the versions the
+# suite last passed with, so every machine installs the same; `make lock` refreshes it.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	$(BIN)/facequeue setup-weights
 	touch $(STAMP)
 
@@ -34,6 +36,12 @@ check: $(STAMP)
 
 test: check browser
 	$(BIN)/python -m pytest -q
+
+# After changing dependencies in pyproject.toml: install, run `make test`, then commit this.
+lock: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test]'
+	{ echo "# pip freeze of a passing venv (make lock); used by make setup as pip -c constraints.txt"; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^-e '; } > constraints.txt
 
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -24,6 +24,8 @@ from facequeue.vision.analyze import (
 )
 from facequeue.vision.pool import AnalysisPool
 
+pytestmark = pytest.mark.model
+
 PARAMS = CurationParams.for_model("Dlib")
 
 

@@ -14,12 +14,10 @@ REPO = PACKAGE.parent
 MAX_LINES = 420  # "about 400"
 # Too long today and being split on another branch: download.py (net: addresses, robots,
 # bodies...), store/sqlite.py (issue-15: the SQL shared with PostgreSQL moves to
-# store/sqlbase.py), store/records.py (437 lines on issue-11 already; the vision branch added
-# the per-face columns). Remove each name when its split lands.
+# store/sqlbase.py). Remove each name when its split lands.
 BEING_SPLIT = {
     "facequeue.stages.download",
     "facequeue.store.sqlite",
-    "facequeue.store.records",
 }
 
 

@@ -40,6 +40,7 @@ def people(cfg: Path) -> list[tuple]:
     ).fetchall()
 
 
+@pytest.mark.slow  # one subprocess per command
 def test_every_command_has_help():
     from facequeue.cli import main
 
@@ -121,17 +122,12 @@ def test_config_errors_name_the_key(cfg, tmp_path):
     assert result.returncode == 2 and "missing.toml" in result.stderr
 
 
-def test_environment_overrides_use_the_documented_names(cfg, tmp_path):
-    import os
-
+def test_environment_overrides_use_the_documented_names(cfg, tmp_path, monkeypatch):
     from facequeue.config import load_config
 
-    os.environ["FACEQUEUE_SEARCH__PROVIDER"] = "rapidapi"
-    os.environ["FACEQUEUE_DATA_DIR"] = str(tmp_path / "elsewhere")
-    try:
-        c = load_config(cfg)
-    finally:
-        del os.environ["FACEQUEUE_SEARCH__PROVIDER"], os.environ["FACEQUEUE_DATA_DIR"]
+    monkeypatch.setenv("FACEQUEUE_SEARCH__PROVIDER", "rapidapi")
+    monkeypatch.setenv("FACEQUEUE_DATA_DIR", str(tmp_path / "elsewhere"))
+    c = load_config(cfg)
     assert c.search.provider == "rapidapi" and c.db_path == tmp_path / "elsewhere" / "facequeue.db"
 
 

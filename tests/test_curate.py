@@ -26,6 +26,8 @@ from facequeue.vision.analyze import (
     init_worker,
 )
 
+pytestmark = pytest.mark.model
+
 PARAMS = CurationParams.for_model("Dlib")
 HARD_PAIRS = [
     ("Serena_Williams", "Venus_Williams"),
@@ -94,6 +96,7 @@ def test_own_photos_accepted_others_rejected(corpus, target):
     assert all(items[i][0] in acc for i in res.reference_ids)
 
 
+@pytest.mark.slow
 def test_hard_pairs_measured_and_reported(corpus, record_property, capsys):
     lines = []
     total_fp = 0

@@ -11,7 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from facequeue.runner.pipeline import STAGES
+
+pytestmark = pytest.mark.slow  # real daemon subprocesses
 
 WORKER = Path(__file__).with_name("daemon_worker.py")
 
@@ -45,10 +49,29 @@ def cli(cfg: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
     )
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_workers():
+    """Every daemon a test starts is gone, and its pipes closed, when the test ends."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe:
+                pipe.close()
+
+
 def worker(cfg: Path, journal: Path, once: bool = True, **env) -> subprocess.Popen:
     e = {**os.environ, "FQ_TEST_JOURNAL": str(journal), **env}
     args = [sys.executable, str(WORKER), str(cfg)] + (["--once"] if once else [])
-    return subprocess.Popen(args, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _started.append(proc)
+    return proc
 
 
 def queue_people(cfg: Path, n: int, tmp_path: Path) -> None:

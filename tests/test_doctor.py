@@ -52,6 +52,7 @@ def by_name(result) -> dict[str, dict]:
     return {c["name"]: c for c in json.loads(result.output)}
 
 
+@pytest.mark.model
 def test_healthy_installation_passes_and_loads_models(tmp_path, weights_home):
     cfg = write_config(tmp_path, weights_home)
     asyncio.run(_make_db(tmp_path / "data" / "facequeue.db"))

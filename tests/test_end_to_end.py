@@ -11,8 +11,11 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
 from servers import fake_services
 from test_report import CHROMIUM, Browser
+
+pytestmark = [pytest.mark.slow, pytest.mark.model, pytest.mark.browser]
 
 # Two people with enough photos to be promoted and one with too few; each search result is
 # contaminated with another person's photo, a group photo, a no-face photo and broken hosts.

@@ -28,6 +28,8 @@ from facequeue.vision.recognize import (
     pairwise,
 )
 
+pytestmark = pytest.mark.model
+
 PEOPLE = [
     "Colin_Powell",
     "George_W_Bush",

@@ -22,6 +22,8 @@ from facequeue.stages import metadata
 from facequeue.vision import attributes
 from facequeue.vision.analyze import AnalysisSettings, Face
 
+pytestmark = pytest.mark.model
+
 SCHEMA = json.loads(
     (Path(metadata.__file__).parent.parent / "schemas" / "sidecar.schema.json").read_text()
 )

@@ -156,13 +156,12 @@ def test_no_worker_outlives_a_killed_parent(settings, tmp_path):
             """
         )
     )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    try:
-        pids = [int(p) for p in proc.stdout.readline().split()]  # type: ignore[union-attr]
-        assert len(pids) == 2 and not any(_gone(p) for p in pids)
-    finally:
-        proc.kill()
-        proc.wait()
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            pids = [int(p) for p in proc.stdout.readline().split()]  # type: ignore[union-attr]
+            assert len(pids) == 2 and not any(_gone(p) for p in pids)
+        finally:
+            proc.kill()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not all(_gone(p) for p in pids):
         time.sleep(0.1)

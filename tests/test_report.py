@@ -262,6 +262,7 @@ async def build_db(cfg: Config, corpus: Path) -> dict[str, Person]:
     return people
 
 
+@pytest.mark.browser
 async def test_report_renders_in_chromium_and_forgets(tmp_path, testdata_dir):
     cfg = Config(data_dir=tmp_path / "data", gallery={"threshold": 0.6})
     people = await build_db(cfg, testdata_dir)

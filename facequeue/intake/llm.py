@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import unicodedata
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -27,6 +26,7 @@ from facequeue.config import Config
 from facequeue.errors import ConfigError, InputError, LlmError, WikidataError
 from facequeue.intake import wikidata
 from facequeue.intake.names import Dropped, Found, Plan, build_plan, gather_all, with_cross_checks
+from facequeue.retry import next_delay, retry_after_seconds
 
 log = structlog.get_logger("facequeue.intake.llm")
 M = TypeVar("M", bound=BaseModel)
@@ -166,11 +166,8 @@ def _parse(resp: object, model_cls: type[M]) -> M:
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
-    try:
-        value = exc.response.headers.get("retry-after")
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value else None
-    except (ValueError, AttributeError):
-        return None
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    return retry_after_seconds(headers.get("retry-after"), MAX_RETRY_AFTER_S)
 
 
 class Llm:
@@ -239,11 +236,7 @@ class Llm:
             except _BadAnswer as exc:
                 last = str(exc)
             if attempt + 1 < attempts:
-                delay = (
-                    retry_after
-                    if retry_after is not None
-                    else cfg.retry_backoff_s * (2**attempt) * random.uniform(0.75, 1.25)
-                )
+                delay = next_delay(cfg.retry_backoff_s, attempt, retry_after)
                 log.warning(
                     "llm_retry", what=what, attempt=attempt + 1, error=last, delay_s=round(delay, 3)
                 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ import structlog
 from facequeue.config import Config
 from facequeue.errors import InputError, WikidataError
 from facequeue.intake.names import Found, Plan, build_plan, gather_all, search_name, transliterate
+from facequeue.retry import next_delay, retry_after_seconds
 
 log = structlog.get_logger("facequeue.intake.wikidata")
 
@@ -185,7 +185,9 @@ class Wikidata:
                     body = await resp.read()
                     if resp.status in RETRY_STATUS:
                         last = f"HTTP {resp.status}"
-                        retry_after = _retry_after(resp.headers.get("Retry-After"))
+                        retry_after = retry_after_seconds(
+                            resp.headers.get("Retry-After"), MAX_RETRY_AFTER_S
+                        )
                     elif resp.status >= 400:
                         raise WikidataError(
                             f"{self.url} refused the {kind} query: HTTP {resp.status} "
@@ -200,7 +202,7 @@ class Wikidata:
             except _BadAnswer as exc:
                 last = str(exc)
             if attempt + 1 < attempts:
-                delay = _backoff(self.cfg.wikidata.retry_backoff_s, attempt, retry_after)
+                delay = next_delay(self.cfg.wikidata.retry_backoff_s, attempt, retry_after)
                 log.warning(
                     "wikidata_retry",
                     query=kind,
@@ -314,19 +316,6 @@ def _int(value: str | None) -> int:
         return int(float(value or 0))
     except ValueError:
         return 0
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value else None
-    except ValueError:
-        return None
-
-
-def _backoff(base: float, attempt: int, retry_after: float | None) -> float:
-    if retry_after is not None:
-        return retry_after
-    return base * (2**attempt) * random.uniform(0.75, 1.25)
 
 
 async def plan_country(cfg: Config, country: str, occupations: list[str], count: int) -> Plan:

@@ -12,7 +12,7 @@ removed, so a forgotten person disappears at the next build.
 from __future__ import annotations
 
 import asyncio
-import os
+import io
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from facequeue import layout
 from facequeue.config import Config
+from facequeue.files import atomic_write_bytes, atomic_write_text
 from facequeue.ops.queue import stale_after_s
 from facequeue.store import Store
 
@@ -30,7 +31,6 @@ log = structlog.get_logger("facequeue.ops.report")
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 THUMB_PX = 160
-STATE_ORDER = ("accepted", "rejected", "analyzed", "downloaded", "pending")
 
 
 def default_out(cfg: Config) -> Path:
@@ -56,13 +56,6 @@ def _safe_link(url: str | None) -> str:
     return u if u.lower().startswith(("http://", "https://", "file://")) else "#"
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def make_thumb(src: Path, dest: Path, px: int = THUMB_PX) -> bool:
     """A small JPEG of src at dest (atomic), reused while newer than src. False if unreadable."""
     from PIL import Image, ImageOps
@@ -79,10 +72,9 @@ def make_thumb(src: Path, dest: Path, px: int = THUMB_PX) -> bool:
                 im = Image.alpha_composite(bg, rgba)
             im = im.convert("RGB")
             im.thumbnail((px, px))
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-            im.save(tmp, "JPEG", quality=80, optimize=True)
-            os.replace(tmp, dest)
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=80, optimize=True)
+        atomic_write_bytes(dest, buf.getvalue())
         return True
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt files are expected here
         log.debug("report_thumb_failed", src=str(src), error=f"{type(exc).__name__}: {exc}")
@@ -175,10 +167,10 @@ def _render_all(
         cover = next((t.thumb for t in ctx["accepted"] if t.thumb), None)
         person["cover"] = cover[3:] if cover else None  # relative to index.html
         page = out / person["page"]
-        _write_text(page, person_tpl.render(**ctx, generated=summary["generated"]))
+        atomic_write_text(page, person_tpl.render(**ctx, generated=summary["generated"]))
         pages.add(page)
     index = out / "index.html"
-    _write_text(index, env.get_template("index.html.j2").render(people=people, **summary))
+    atomic_write_text(index, env.get_template("index.html.j2").render(people=people, **summary))
     # what this build did not produce belongs to people who are gone: remove it
     for sub, keep in (("people", pages), ("thumbs", made)):
         folder = out / sub

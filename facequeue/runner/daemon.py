@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import socket
 import time
@@ -21,6 +20,7 @@ import structlog
 
 from facequeue.config import Config
 from facequeue.errors import FacequeueError, LeaseLost, PermanentStageError
+from facequeue.retry import backoff
 from facequeue.runner.pipeline import Pipeline, Resources, StageFn, Stages
 from facequeue.store import Person, Store, connect
 
@@ -34,9 +34,8 @@ def real_stages(cfg: Config, store: Store, res: Resources) -> dict[str, StageFn]
 
 
 def backoff_delay(cfg: Config, attempts: int) -> float:
-    """Exponential backoff with full jitter around the nominal delay (0.5x-1.5x)."""
-    nominal = min(cfg.queue.backoff_max_s, cfg.queue.backoff_base_s * (2 ** max(0, attempts)))
-    return nominal * random.uniform(0.5, 1.5)
+    """A person's next attempt: exponential backoff with jitter (facequeue.retry)."""
+    return backoff(cfg.queue.backoff_base_s, attempts, cfg.queue.backoff_max_s)
 
 
 class Daemon:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from facequeue.config import Config
+from facequeue.config import AnalysisConfig, Config, CurationConfig
 from facequeue.stages import curate_faces, references
 from facequeue.vision.analyze import FaceAnalysis, FaceValues
 from facequeue.vision.distance import (
@@ -52,24 +52,28 @@ class Candidate:
     anchor: bool = False
 
 
+# Defaults live in the config model only; these read them from there.
+_A, _C = AnalysisConfig(), CurationConfig()
+
+
 @dataclass(frozen=True)
 class CurationParams:
-    model: str = "Dlib"
-    metric: str = "euclidean"
-    threshold: float = 0.6
-    min_references: int = 3
-    max_references: int = 7
-    max_per_person: int = 40
-    phash_distance: int = 6
-    duplicate_distance: float = 0.08
-    min_face_px: int = 70
-    extra_face_fraction: float = 0.5
-    extra_face_min_confidence: float = 0.15
-    blur_min: float = 8.0
-    ambiguity_ratio: float = 0.8
-    reference_factor: float = 1.0
-    spread_factor: float = 1.3
-    spread_floor: float = 0.75
+    model: str = _A.model
+    metric: str = _C.metric or default_metric(_A.model)
+    threshold: float = _C.threshold or default_threshold(_A.model, metric)
+    min_references: int = _C.min_references
+    max_references: int = _C.max_references
+    max_per_person: int = _C.max_per_person
+    phash_distance: int = _C.phash_distance
+    duplicate_distance: float = _C.duplicate_distance
+    min_face_px: int = _A.min_face_px
+    extra_face_fraction: float = _A.extra_face_fraction
+    extra_face_min_confidence: float = _A.extra_face_min_confidence
+    blur_min: float = _A.blur_min
+    ambiguity_ratio: float = _C.ambiguity_ratio
+    reference_factor: float = 1.0  # references agree this much tighter than verification
+    spread_factor: float = _C.spread_factor
+    spread_floor: float = _C.spread_floor
 
     @classmethod
     def for_model(

@@ -24,7 +24,6 @@ import uuid
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
@@ -37,6 +36,7 @@ from aiohttp.resolver import DefaultResolver
 from PIL import Image, UnidentifiedImageError
 
 from facequeue.config import Config
+from facequeue.retry import retry_after_seconds
 
 log = structlog.get_logger()
 
@@ -179,20 +179,6 @@ def _timeout(cfg: Config) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=d.total_timeout_s, sock_connect=d.connect_timeout_s, sock_read=d.read_timeout_s
     )
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date), None if absent or unparsable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 # ---------------------------------------------------------------- content checks (thread side)

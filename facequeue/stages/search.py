@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import structlog
 
 from facequeue.config import Config
 from facequeue.errors import ConfigError, PermanentStageError, ProviderError
-from facequeue.stages.download import retry_after_seconds
+from facequeue.retry import next_delay, retry_after_seconds
 
 log = structlog.get_logger()
 
@@ -148,9 +147,9 @@ async def _get_json(  # noqa: C901 - split on the net branch
         if attempt == attempts:
             log.warning("search_failed", provider=name, problem=problem, attempts=attempts)
             raise ProviderError(f"{name}: {problem} (after {attempts} attempts)")
-        if delay is None:
-            delay = cfg.search.retry_backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-        delay = min(delay, cfg.download.retry_after_max_s)
+        delay = next_delay(
+            cfg.search.retry_backoff_s, attempt - 1, delay, cfg.download.retry_after_max_s
+        )
         log.info(
             "search_retry", provider=name, problem=problem, attempt=attempt, delay_s=round(delay, 3)
         )

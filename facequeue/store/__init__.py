@@ -12,12 +12,10 @@ from facequeue.config import Config
 from facequeue.store.base import Store
 from facequeue.store.migrate import MIGRATIONS_DIR, migration_files
 from facequeue.store.records import (
-    AT_REST,
     AcceptedCrop,
     AddResult,
     Analyzed,
     Curated,
-    CurationReason,
     DaemonInfo,
     Downloaded,
     Failure,
@@ -28,21 +26,19 @@ from facequeue.store.records import (
     GalleryIdentity,
     GallerySummary,
     Image,
-    ImageState,
     ImageTotals,
     NewImage,
     NewPerson,
     Person,
-    PersonState,
     Progress,
     ReasonCount,
     RejectReason,
     ReportImage,
     ReportPerson,
     SelfTest,
-    Stage,
 )
 from facequeue.store.sqlite import SqliteStore
+from facequeue.store.states import AT_REST, CurationReason, ImageState, PersonState, Stage
 
 
 async def connect(cfg: Config, migrate: bool = True) -> Store:

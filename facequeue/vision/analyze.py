@@ -13,37 +13,40 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from facequeue.config import AnalysisConfig, Config
 from facequeue.errors import ModelWeightsMissing
 from facequeue.files import atomic_write_bytes
 from facequeue.vision import decode, detect, engine
 from facequeue.vision.detect import Face
 
-if TYPE_CHECKING:
-    from facequeue.config import Config
-
 CHIP_SIZE = 150  # dlib's aligned chip; also the normalised size for blur / hash
+
+
+_DEFAULTS = AnalysisConfig()  # defaults live in the config model only
 
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    detector: str = "dlib"
-    model: str = "Dlib"
-    max_side: int = 1024
-    align: bool = True
-    deepface_home: str = ""
-    allow_weight_download: bool = False
+    """What a worker process needs of the config (small and picklable)."""
+
+    detector: str = _DEFAULTS.detector
+    model: str = _DEFAULTS.model
+    max_side: int = _DEFAULTS.max_side
+    align: bool = _DEFAULTS.align
+    deepface_home: str = _DEFAULTS.deepface_home
+    allow_weight_download: bool = _DEFAULTS.allow_weight_download
     chip_size: int = CHIP_SIZE
     # Which faces besides the largest get embedded (curation decides group photos on them).
-    min_face_px: int = 70
-    extra_face_fraction: float = 0.5
-    extra_face_min_confidence: float = 0.15
+    min_face_px: int = _DEFAULTS.min_face_px
+    extra_face_fraction: float = _DEFAULTS.extra_face_fraction
+    extra_face_min_confidence: float = _DEFAULTS.extra_face_min_confidence
     max_faces: int = 8  # embeddings per image at most (a crowd is no training photo)
     decode_max_pixels: int = decode.DEFAULT_MAX_PIXELS
-    decode_budget_mb: int = decode.DEFAULT_BUDGET_MB
+    decode_budget_mb: int = _DEFAULTS.decode_budget_mb
 
     @classmethod
     def from_config(cls, cfg: Config) -> AnalysisSettings:
@@ -284,6 +287,35 @@ def analyze_bgr(img: np.ndarray, settings: AnalysisSettings) -> FaceAnalysis:
     )
 
 
+def embed_every_face(
+    img: np.ndarray, settings: AnalysisSettings, min_side: int
+) -> tuple[list[tuple[Face, bytes | None]], dict[str, float]]:
+    """Every detected face (largest first) with its embedding, aligned exactly as analysis
+    aligns the main face; a face narrower than `min_side` px gets None. (Recognition's
+    entry point: one detection, one embedding per face.)"""
+    _ensure(settings)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    sp = _STATE.get("sp")
+    detected = detect.detect(
+        img, settings.max_side, settings.detector, _STATE["detector"], sp is None
+    )
+    timings["detect"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out: list[tuple[Face, bytes | None]] = []
+    for face, eyes in detected:
+        if min(face.w, face.h) < min_side:
+            out.append((face, None))
+            continue
+        if sp is not None:
+            chip, _ = detect.dlib_chip(img, face, settings.chip_size, sp)
+        else:
+            chip = detect.eye_chip(img, face, eyes, settings.chip_size, settings.align)
+        out.append((face, _embed(chip)))
+    timings["embed"] = time.perf_counter() - t
+    return out, timings
+
+
 def _embed(chip_bgr: np.ndarray) -> bytes:
     """One embedding of an already cropped/aligned face through DeepFace (detector 'skip')."""
     from deepface import DeepFace
@@ -354,6 +386,7 @@ __all__ = [
     "init_worker",
     "analyze_image",
     "analyze_bgr",
+    "embed_every_face",
     "decode_image",
     "write_crop",
     "crop_box",

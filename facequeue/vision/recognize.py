@@ -267,64 +267,29 @@ def embed_faces(path: str, settings: AnalysisSettings) -> QueryPhoto:
     """
     import time
 
-    from facequeue.vision import analyze, detect
+    from facequeue.vision import analyze
 
     t0 = time.perf_counter()
     try:
-        img = analyze.decode_image(path)
+        img = analyze.decode_image(path, settings)
     except ValueError as exc:
         return QueryPhoto("unreadable", str(exc), 0, 0)
     h, w = img.shape[:2]
     timings = {"decode": time.perf_counter() - t0}
-    if all(hasattr(analyze, n) for n in ("_ensure", "_embed", "_STATE")):
-        analyze._ensure(settings)
-        t = time.perf_counter()
-        sp = analyze._STATE.get("sp")
-        detected = detect.detect(
-            img, settings.max_side, settings.detector, analyze._STATE["detector"], sp is None
+    faces, more = analyze.embed_every_face(img, settings, MIN_EMBED_PX)
+    timings.update(more)
+    out = [
+        QueryFace(
+            face.x,
+            face.y,
+            face.w,
+            face.h,
+            face.confidence,
+            embedding,
+            None if embedding else f"too small to recognise ({face.w}x{face.h} px)",
         )
-        timings["detect"] = time.perf_counter() - t
-        t = time.perf_counter()
-        out = []
-        for face, eyes in detected:
-            if min(face.w, face.h) < MIN_EMBED_PX:
-                out.append(
-                    QueryFace(
-                        face.x,
-                        face.y,
-                        face.w,
-                        face.h,
-                        face.confidence,
-                        None,
-                        f"too small to recognise ({face.w}x{face.h} px)",
-                    )
-                )
-                continue
-            if sp is not None:
-                chip, _ = detect.dlib_chip(img, face, settings.chip_size, sp)
-            else:
-                chip = detect.eye_chip(img, face, eyes, settings.chip_size, settings.align)
-            out.append(
-                QueryFace(face.x, face.y, face.w, face.h, face.confidence, analyze._embed(chip))
-            )
-        timings["embed"] = time.perf_counter() - t
-    else:  # fallback through the public API: analyse a margin crop around each face
-        first = analyze.analyze_bgr(img, settings)
-        out = []
-        for face in first.faces:
-            x0, y0, x1, y1 = analyze.crop_box(face, 0.5, w, h)
-            sub = analyze.analyze_bgr(np.ascontiguousarray(img[y0:y1, x0:x1]), settings)
-            out.append(
-                QueryFace(
-                    face.x,
-                    face.y,
-                    face.w,
-                    face.h,
-                    face.confidence,
-                    sub.embedding,
-                    None if sub.embedding else "no face in the crop",
-                )
-            )
+        for face, embedding in faces
+    ]
     if not out:
         return QueryPhoto("no_face", "no face detected", w, h, (), timings)
     return QueryPhoto("ok", None, w, h, tuple(out), timings)
