@@ -2,12 +2,17 @@
 
 For each identity with >= 4 photos, a simulated search result: its photos, distractors
 (single-face photos of other people, including its look-alike from the corpus README's
-hard pairs, ~30% of the single-face photos), 2 group photos (ones showing the person
-first) and 2 no-face photos, shuffled with a fixed seed. Prints precision and recall of
-the accepted images for both algorithms (micro-averaged over identities).
+hard pairs, ~30% of the single-face photos), every corpus group photo showing the person,
+2 group photos without the person, and 2 no-face photos, shuffled with a fixed seed.
+Identities with >= 5 photos also get photos of the person beside someone else, made at
+bench time: one of their photos (then left out of the single-face set) pasted next to a
+photo of another identity, left or right at random, and one such pair of two other people.
+Prints precision and recall of the accepted images for both algorithms (micro-averaged).
 
-A true positive is an accepted single-face photo of the identity; anything else accepted
-(another person, a group photo, a no-face photo) is a false positive.
+Every photo where the person's face is clearly visible is a positive, group photos
+included. A true positive is an accepted positive (for a made pair, only when the face
+kept is the person's: its centre on the person's side); anything else accepted (another
+person, a group photo without the person, a no-face photo) is a false positive.
 
 The seed's algorithm (training_data_pipeline.md, "DeepFace Validation") on the same
 detector and model as facequeue: first 3 images passing its checks (a face, >= 70 px, not
@@ -38,14 +43,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from facequeue.stages.curate import (  # noqa: E402 - after the sys.path line above
+from facequeue.stages.curate import (  # noqa: E402
     Candidate,
     CurationParams,
     curate,
     default_threshold,
     distance_matrix,
-)  # noqa: E402
-from facequeue.vision.analyze import AnalysisPool, AnalysisSettings, decode_image  # noqa: E402
+)
+from facequeue.vision.analyze import AnalysisSettings, decode_image  # noqa: E402
+from facequeue.vision.pool import AnalysisPool  # noqa: E402
 
 CORPUS = Path(os.environ.get("FACEQUEUE_TESTDATA", REPO.parent / "shared" / "testdata" / "faces"))
 HOME = os.environ.get("FACEQUEUE_BENCH_HOME", str(REPO / "data" / "deepface"))
@@ -64,6 +70,34 @@ def quiet_logs() -> None:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+PAIRS_DIR = Path(HOME).parent / "bench_cache" / "pairs"
+PAIR_HEIGHT = 400
+
+
+def resolve(p: str) -> Path:
+    return PAIRS_DIR / p.split("/", 1)[1] if p.startswith("pairs/") else CORPUS / p
+
+
+def make_pair(left: str, right: str) -> str:
+    """Two corpus photos side by side at the same height (a made group photo)."""
+    from PIL import Image
+
+    a, b = (f"{Path(p).parent.name}_{Path(p).stem}" for p in (left, right))
+    name = f"pairs/{a}__{b}.jpg"
+    out = resolve(name)
+    if not out.is_file():
+        ims = []
+        for p in (left, right):
+            im = Image.fromarray(decode_image(str(CORPUS / p))[:, :, ::-1])
+            ims.append(im.resize((round(im.width * PAIR_HEIGHT / im.height), PAIR_HEIGHT)))
+        canvas = Image.new("RGB", (ims[0].width + ims[1].width, PAIR_HEIGHT), (255, 255, 255))
+        canvas.paste(ims[0], (0, 0))
+        canvas.paste(ims[1], (ims[0].width, 0))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        canvas.save(out, quality=92)
+    return name
 
 
 def manifest() -> list[dict[str, str]]:
@@ -169,8 +203,10 @@ def seed_curate(
 # --------------------------------------------------------------------------- scenarios
 
 
-def scenarios(rows: list[dict[str, str]], seed: int = 7) -> list[tuple[str, list[str], set[str]]]:
-    """(identity, shuffled paths, positives) per identity with >= 4 photos."""
+def scenarios(
+    rows: list[dict[str, str]], seed: int = 7
+) -> list[tuple[str, list[str], set[str], dict[str, str]]]:
+    """(identity, shuffled paths, positives, made pair -> the person's side) per identity."""
     people: dict[str, list[str]] = {}
     for r in rows:
         if r["path"].startswith("people/"):
@@ -179,10 +215,21 @@ def scenarios(rows: list[dict[str, str]], seed: int = 7) -> list[tuple[str, list
     noface = [r["path"] for r in rows if r["path"].startswith("noface/")]
     look_alike = {a: b for a, b in HARD_PAIRS} | {b: a for a, b in HARD_PAIRS}
     out = []
-    for ident, photos in sorted(people.items()):
-        if len(photos) < 4:
+    for ident, all_photos in sorted(people.items()):
+        if len(all_photos) < 4:
             continue
         rng = random.Random(f"{seed}-{ident}")
+        made = random.Random(f"pairs-{ident}")  # the same made pairs in every shuffle
+        others = sorted(o for o in people if o != ident and o != look_alike.get(ident))
+        photos, sides = list(all_photos), {}
+        if len(all_photos) >= 5:
+            held = photos.pop()
+            partner = people[made.choice(others)][0]
+            side = made.choice(("left", "right"))
+            pair = make_pair(held, partner) if side == "left" else make_pair(partner, held)
+            sides[pair] = side
+            a, b = made.sample(others, 2)
+            stranger_pair = make_pair(people[a][-1], people[b][-1])
         n_other = max(2, round(len(photos) * 0.3 / 0.7))
         others = [o for o in people if o != ident]
         rng.shuffle(others)
@@ -191,18 +238,36 @@ def scenarios(rows: list[dict[str, str]], seed: int = 7) -> list[tuple[str, list
             others.insert(0, look_alike[ident])
         distractors = [rng.choice(people[o]) for o in others[:n_other]]
         own_groups = [r["path"] for r in multi if ident in r["identity"].split("+")]
-        groups = (
-            own_groups + rng.sample([r["path"] for r in multi if r["path"] not in own_groups], 2)
-        )[:2]
+        groups = own_groups + rng.sample(
+            [r["path"] for r in multi if r["path"] not in own_groups], 2
+        )
+        groups += list(sides) + ([stranger_pair] if sides else [])
         items = photos + distractors + groups + rng.sample(noface, 2)
         rng.shuffle(items)
-        out.append((ident, items, set(photos)))
+        out.append((ident, items, set(photos) | set(own_groups) | set(sides), sides))
     return out
 
 
 def score(accepted: list[str], positives: set[str]) -> tuple[int, int, int]:
     tp = sum(1 for p in accepted if p in positives)
     return tp, len(accepted) - tp, len(positives) - tp
+
+
+def right_face(res, items: list[str], ours: dict, sides: dict[str, str]) -> list[str]:  # type: ignore[no-untyped-def]
+    """The accepted items, where a made pair counts only if the face kept is the person's."""
+    out = []
+    for d in res.decisions:
+        if d.state != "accepted":
+            continue
+        p = items[d.image_id]
+        if p in sides:
+            a = ours[p]
+            f = a.faces[d.face_index or 0]
+            centre = (f.x + f.w / 2) / max(1, a.width)
+            if (centre < 0.5) != (sides[p] == "left"):
+                p = p + "#wrong-face"
+        out.append(p)
+    return out
 
 
 def _seed_cache_file(settings: AnalysisSettings) -> Path:
@@ -220,7 +285,7 @@ async def analyze_all(paths: list[str], settings: AnalysisSettings, workers: int
     pool = AnalysisPool(settings, workers)
     try:
         t = time.perf_counter()
-        ours = await asyncio.gather(*(pool.analyze(str(CORPUS / p)) for p in paths))
+        ours = await asyncio.gather(*(pool.analyze(str(resolve(p))) for p in paths))
         t_ours = time.perf_counter() - t
         seed = [None] * len(paths)
         t_seed = 0.0
@@ -229,31 +294,29 @@ async def analyze_all(paths: list[str], settings: AnalysisSettings, workers: int
             t = time.perf_counter()
             fresh = await asyncio.gather(
                 *(
-                    pool.run(seed_represent, str(CORPUS / p), settings.detector, settings.model)
+                    pool.run(seed_represent, str(resolve(p)), settings.detector, settings.model)
                     for p in todo
                 )
             )
             t_seed = time.perf_counter() - t
-            cached.update(zip(todo, fresh, strict=False))
+            cached.update(zip(todo, fresh, strict=True))
             seed = [cached[p] for p in paths]
             if todo:
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
                 cache_file.write_bytes(pickle.dumps(cached))
     finally:
         pool.close()
-    return (
-        dict(zip(paths, ours, strict=False)),
-        dict(zip(paths, seed, strict=False)),
-        t_ours,
-        t_seed,
-    )
+    return dict(zip(paths, ours, strict=True)), dict(zip(paths, seed, strict=True)), t_ours, t_seed
 
 
 def main() -> int:
     quiet_logs()
     rows = manifest()
     scen = scenarios(rows)
-    paths = sorted({p for r in rows if not r["path"].startswith("variants/") for p in [r["path"]]})
+    paths = sorted(
+        {r["path"] for r in rows if not r["path"].startswith("variants/")}
+        | {p for _, items, _, _ in scen for p in items}
+    )
     settings = AnalysisSettings(deepface_home=HOME)
     params = CurationParams.for_model(settings.model)
     seed_thr = default_threshold(settings.model, "cosine")
@@ -269,29 +332,32 @@ def main() -> int:
 
     tot = {"facequeue": [0, 0, 0], "seed": [0, 0, 0]}
     print(f"{'identity':26s} {'n':>3s} {'pos':>3s} | facequeue tp/fp/fn  | seed tp/fp/fn | outcome")
-    for ident, items, positives in scen:
+    for ident, items, positives, sides in scen:
         cands = [Candidate(image_id=k, rank=k, analysis=ours[p]) for k, p in enumerate(items)]
         res = curate(cands, params)
-        acc = [items[d.image_id] for d in res.decisions if d.state == "accepted"]
+        acc = right_face(res, items, ours, sides)
         s_acc = seed_curate(items, seed, seed_thr)
         a, b = score(acc, positives), score(s_acc, positives)
         for k in range(3):
             tot["facequeue"][k] += a[k]
             tot["seed"][k] += b[k]
         bad = [p for p in acc if p not in positives]
+        missed = [p for p in positives if p not in acc]
+        why = {items[d.image_id]: d.reason for d in res.decisions}
         print(
             f"{ident:26s} {len(items):3d} {len(positives):3d} | {a[0]:3d} {a[1]:3d} {a[2]:3d}"
             f"          | {b[0]:3d} {b[1]:3d} {b[2]:3d}   | {res.outcome}"
             f"{' ' + res.reason if res.reason else ''}{' FP: ' + ', '.join(bad) if bad else ''}"
+            f"{' FN: ' + ', '.join(f'{p} ({why.get(p)})' for p in missed) if missed else ''}"
         )
     print()
     # The same over more shuffles/distractor draws (analyses are reused; curation is instant).
     for extra_seed in (11, 23, 31, 43):
-        for _ident, items, positives in scenarios(rows, extra_seed):
+        for _ident, items, positives, sides in scenarios(rows, extra_seed):
             if any(p not in ours for p in items):
                 continue
             res = curate([Candidate(k, k, ours[p]) for k, p in enumerate(items)], params)
-            acc = [items[d.image_id] for d in res.decisions if d.state == "accepted"]
+            acc = right_face(res, items, ours, sides)
             for name, got in (("facequeue", acc), ("seed", seed_curate(items, seed, seed_thr))):
                 for k, v in enumerate(score(got, positives)):
                     tot[name][k] += v
@@ -302,8 +368,8 @@ def main() -> int:
         rec = tp / (tp + fn) if tp + fn else 0.0
         print(f"{name:10s} precision {prec:.3f}  recall {rec:.3f}  (tp {tp}, fp {fp}, fn {fn})")
         if name == "facequeue":
-            ok = prec >= 0.99 and rec >= 0.90
-    print(f"target facequeue precision >= 0.99 and recall >= 0.90: {'MET' if ok else 'NOT MET'}")
+            ok = prec >= 0.99 and rec >= 0.95
+    print(f"target facequeue precision >= 0.99 and recall >= 0.95: {'MET' if ok else 'NOT MET'}")
     return 0 if ok else 1
 
 

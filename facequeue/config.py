@@ -133,6 +133,8 @@ class AnalysisConfig(Section):
     align: bool = True
     allow_weight_download: bool = False
     deepface_home: str = ""  # empty = <data_dir>/deepface
+    image_timeout_s: float = Field(120.0, gt=0, le=86400)  # then the worker is replaced
+    decode_budget_mb: int = Field(256, ge=16, le=65536)  # bitmap memory one decode may take
 
 
 class CurationConfig(Section):

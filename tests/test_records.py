@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from facequeue.stages import curate
+from facequeue.stages import curate, curate_faces
 from facequeue.store import (
     AT_REST,
     CurationReason,
@@ -83,7 +83,7 @@ def test_every_reason_curation_writes_is_named():
     tree = ast.parse(Path(curate.__file__).read_text(encoding="utf-8"))
     found: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name == "gate":
+        if isinstance(node, ast.FunctionDef) and node.name in ("gate", "face_gate"):
             found |= {
                 r.value.value
                 for r in ast.walk(node)
@@ -100,5 +100,17 @@ def test_every_reason_curation_writes_is_named():
             )
         ):
             found.add(node.value.value)
+    found |= set(curate.FAILED_ANALYSIS)  # analysis failures are reasons as they are
+    # Photos with several people: FacePick(index, reason, distance) in curate_faces.py.
+    tree = ast.parse(Path(curate_faces.__file__).read_text(encoding="utf-8"))
+    found |= {
+        n.args[1].value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and getattr(n.func, "id", "") == "FacePick"
+        and len(n.args) > 1
+        and isinstance(n.args[1], ast.Constant)
+        and isinstance(n.args[1].value, str)
+    }
     assert len(found) >= 8, found  # the scan sees curation's reasons at all
     assert found <= {r.value for r in CurationReason}

@@ -138,6 +138,8 @@ async def fill_db(data: Path) -> None:
                     distance=0.2,
                     quality=1.0,
                     crop_path=crop if accepted else None,
+                    face_index=0 if accepted else None,
+                    embedding=None,
                 )
             )
         await store.record_curation(updates)

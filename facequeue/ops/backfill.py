@@ -56,7 +56,7 @@ async def generate(
 ) -> dict[Path, str | None]:
     """Describe every image in the analysis pool and write its sidecar. Returns path -> None
     (written) or the reason it failed; one bad file never stops the others."""
-    from facequeue.vision.analyze import AnalysisPool
+    from facequeue.vision.pool import AnalysisPool
 
     results: dict[Path, str | None] = {}
     pool = AnalysisPool(settings, workers)

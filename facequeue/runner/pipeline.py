@@ -9,7 +9,6 @@ that stage only redoes what its rows say is unfinished.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -44,7 +43,8 @@ if TYPE_CHECKING:  # imported on first use at run time (fast CLI start)
 
     from facequeue.stages.download import Downloader
     from facequeue.stages.search import Provider
-    from facequeue.vision.analyze import AnalysisPool
+    from facequeue.vision.analyze import FaceAnalysis
+    from facequeue.vision.pool import AnalysisPool
 
 log = structlog.get_logger("facequeue.runner.pipeline")
 
@@ -117,13 +117,16 @@ class Resources:
             return self._provider
 
     async def pool(self) -> AnalysisPool:
-        from facequeue.vision import analyze
+        from facequeue.vision import analyze, pool
 
         async with self._lock:
             if self._pool is None:
                 settings = analyze.AnalysisSettings.from_config(self.cfg)
                 self._pool = await asyncio.to_thread(
-                    analyze.AnalysisPool, settings, self.cfg.analysis.workers
+                    pool.AnalysisPool,
+                    settings,
+                    self.cfg.analysis.workers,
+                    self.cfg.analysis.image_timeout_s,
                 )
             return self._pool
 
@@ -251,6 +254,9 @@ class Stages:
         return None
 
     async def _analyze_one(self, person: Person, img: Image) -> None:
+        from facequeue.vision import stored
+        from facequeue.vision.analyze import crop_name
+
         assert img.raw_path is not None  # a downloaded image has its raw file
         raw = layout.absolute(self.cfg, img.raw_path)
         if not raw.is_file():
@@ -258,15 +264,10 @@ class Stages:
             await self.store.image_back_to_pending(img.id)
             raise StageError(f"raw file of image {img.id} vanished; it is downloaded again")
         pool = await self.res.pool()
-        crops = layout.candidates_dir(self.cfg, person)
-        margin = self.cfg.curation.crop_margin
-        fa = await pool.analyze(str(raw))
-        face_path = None
-        if fa.status == "ok" and fa.faces:
-            dest = crops / f"{img.id}.jpg"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            await pool.crop(str(raw), fa.faces[0], margin, str(dest))
-            face_path = layout.relative(self.cfg, dest)
+        prefix = str(layout.candidates_dir(self.cfg, person) / str(img.id))
+        # One pass in the worker: decode, every usable face embedded, their crops written.
+        fa = await pool.analyze(str(raw), (prefix, self.cfg.curation.crop_margin))
+        face_path = layout.relative(self.cfg, Path(crop_name(prefix, 0))) if fa.embedded else None
         log.debug(
             "image_analyzed",
             image_id=img.id,
@@ -275,58 +276,25 @@ class Stages:
             timings=fa.timings,
         )
         await self.store.record_analysis(
-            img.id,
-            Analyzed(
-                analysis_status=fa.status,
-                detail=fa.detail,
-                faces_json=json.dumps(
-                    [[f.x, f.y, f.w, f.h, round(f.confidence, 4)] for f in fa.faces]
-                ),
-                face_count=len(fa.faces),
-                blur=fa.blur,
-                brightness=fa.brightness,
-                contrast=fa.contrast,
-                embedding=fa.embedding,
-                phash=fa.phash,
-                timings_json=json.dumps(fa.timings),
-                face_path=face_path,
-            ),
+            img.id, Analyzed(face_path=face_path, **stored.to_columns(fa))
         )
 
     # -- curate --------------------------------------------------------------------------
     async def curate(self, person: Person) -> StageResult:
         from facequeue.stages import curate as curation
         from facequeue.stages.review import curate_reviewed
-        from facequeue.vision.analyze import Face, FaceAnalysis
+        from facequeue.vision import stored
 
         rows = [r for r in await self.store.images_of(person.id) if r.analysis_status is not None]
-        candidates = []
-        for r in rows:
-            faces = tuple(
-                Face(int(b[0]), int(b[1]), int(b[2]), int(b[3]), float(b[4]))
-                for b in json.loads(r.faces_json or "[]")
+        candidates = [
+            curation.Candidate(
+                image_id=r.id,
+                rank=r.rank,
+                analysis=stored.from_row(asdict(r)),
+                anchor=r.provider == "portrait",
             )
-            fa = FaceAnalysis(
-                status=r.analysis_status or "",
-                detail=r.detail,
-                width=r.width or 0,
-                height=r.height or 0,
-                faces=faces,
-                blur=r.blur,
-                brightness=r.brightness,
-                contrast=r.contrast,
-                embedding=r.embedding,
-                phash=r.phash,
-                timings=json.loads(r.timings_json or "{}"),
-            )
-            candidates.append(
-                curation.Candidate(
-                    image_id=r.id,
-                    rank=r.rank,
-                    analysis=fa,
-                    anchor=r.provider == "portrait",
-                )
-            )
+            for r in rows
+        ]
         params = curation.CurationParams.from_config(self.cfg)
         # reviewer decisions (facequeue serve) are sticky: applied on top of every curation
         reviews = await self.store.reviews_of(person.id)
@@ -336,14 +304,17 @@ class Stages:
         updates: list[Curated] = []
         keep: set[str] = set()
         writes = []
+        analyses = {c.image_id: c.analysis for c in candidates}
         for d in result.decisions:
             row = by_id[d.image_id]
-            crop_rel = None
+            crop_rel, embedding = None, None
             if d.state == "accepted":
                 dest = out_dir / layout.accepted_name(person.slug, row.created_at, row.id)
-                writes.append(self._write_accepted(person, row, dest, d))
+                fa = analyses[d.image_id].with_face(d.face_index or 0)
+                writes.append(self._write_accepted(person, row, dest, d, fa))
                 crop_rel = layout.relative(self.cfg, dest)
                 keep.update({dest.name, dest.with_suffix(".json").name})
+                embedding = fa.embedding  # the kept face's: the gallery copies it
             updates.append(
                 Curated(
                     id=d.image_id,
@@ -354,6 +325,8 @@ class Stages:
                     distance=d.distance,
                     quality=d.quality,
                     crop_path=crop_rel,
+                    face_index=d.face_index,
+                    embedding=embedding,
                 )
             )
         await asyncio.gather(
@@ -375,19 +348,32 @@ class Stages:
             return ("no_consensus", result.reason)
         return None
 
-    async def _write_accepted(self, person: Person, row: Image, dest: Path, decision) -> None:
+    async def _write_accepted(
+        self, person: Person, row: Image, dest: Path, decision, fa: FaceAnalysis
+    ) -> None:
+        """The kept face's crop (written at analysis) and its sidecar from the stored
+        analysis; only skin, hair and colours are computed, once, on the crop."""
         from facequeue.stages import metadata
+        from facequeue.vision.analyze import AnalysisSettings, crop_box, crop_name
 
         src = layout.absolute(self.cfg, row.face_path or "")
+        if decision.face_index:
+            src = Path(crop_name(str(src.with_suffix("")), decision.face_index))
         if not row.face_path or not src.is_file():
             raise PermanentStageError(f"face crop missing for image {row.id}: {src}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_copy(src, dest)
-        from facequeue.vision.analyze import AnalysisSettings
-
+        face = fa.faces[0]
+        x0, y0, _, _ = crop_box(face, self.cfg.curation.crop_margin, 1 << 30, 1 << 30)
         pool = await self.res.pool()
         settings = AnalysisSettings.from_config(self.cfg)
-        described = await pool.run(metadata.describe_image, str(dest), settings)
+        described = await pool.run(
+            metadata.describe_crop,
+            str(dest),
+            (face.x - x0, face.y - y0, face.w, face.h, face.confidence),
+            metadata.stored_facts(fa),
+            settings,
+        )
         image_row = {
             **asdict(row),
             "distance": decision.distance,

@@ -11,15 +11,20 @@ facequeue knows, validated against schemas/sidecar.schema.json and written atomi
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import re
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# The pool side (describe_image, describe_crop, stored_facts) is in stages/describe.py;
+# re-exported here for the callers of metadata.
+from facequeue.stages.describe import (  # noqa: F401
+    _file_facts,
+    describe_crop,
+    describe_image,
+    stored_facts,
+)
 from facequeue.stages.sidecar_files import (
     IMAGE_EXTENSIONS,
     SidecarInvalid,
@@ -49,111 +54,6 @@ QUALITY_FACE_LOW = 70  # px, shorter side of the face box (analysis.min_face_px)
 QUALITY_FACE_HIGH = 150
 QUALITY_CONTRAST_HIGH = 30.0
 DEMOGRAPHY_MARGIN = 0.2
-
-
-# ============================================================================ pool side
-
-
-def _file_facts(path: Path) -> dict[str, Any]:
-    """Size and hashes of the file, format and mode from its header (PIL, lazy)."""
-    from PIL import Image
-
-    data = path.read_bytes()
-    facts: dict[str, Any] = {
-        "bytes": len(data),
-        "md5": hashlib.md5(data).hexdigest(),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "format": None,
-        "mode": None,
-    }
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            facts["format"], facts["mode"] = im.format, im.mode
-    except Exception:  # unreadable: reported by decode_image below
-        pass
-    return facts
-
-
-def describe_image(path: str, settings: AnalysisSettings) -> dict[str, Any]:
-    """Everything the sidecar needs about one image, computed in one pass (pool function).
-
-    Decodes once (``analyze.decode_image``), runs ``analyze.analyze_bgr`` (one detection,
-    aligned chip, blur, phash, embedding) and computes, on the main (largest) face: skin
-    tone by ITA, hair colour, and age/sex when DeepFace's weights are on disk; on the whole
-    image: brightness, contrast, saturation and dominant colours.
-
-    Returns a JSON-able dict with ``status`` 'ok' | 'no_face' | 'unreadable' and ``detail``.
-    """
-    import cv2
-
-    from facequeue.vision import analyze
-
-    t0 = time.perf_counter()
-    p = Path(path)
-    out: dict[str, Any] = {
-        "path": str(path),
-        "status": "unreadable",
-        "detail": None,
-        "detector": settings.detector,
-        "model": settings.model,
-    }
-    try:
-        out["file"] = _file_facts(p)
-    except OSError as exc:
-        out["detail"] = f"cannot read file: {exc.strerror or exc}"
-        return out
-    try:
-        img = analyze.decode_image(str(p))
-    except ValueError as exc:
-        out["detail"] = str(exc)
-        return out
-    timings: dict[str, float] = {"decode": time.perf_counter() - t0}
-    fa = analyze.analyze_bgr(img, settings)
-    timings.update(fa.timings)
-    t = time.perf_counter()
-    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    out.update(
-        status=fa.status,
-        detail=fa.detail,
-        width=int(img.shape[1]),
-        height=int(img.shape[0]),
-        faces=[[f.x, f.y, f.w, f.h, f.confidence] for f in fa.faces],
-        blur=fa.blur,
-        face_brightness=fa.brightness,
-        face_contrast=fa.contrast,
-        phash=fa.phash,
-        brightness=round(float(grey.mean()), 2),
-        contrast=round(float(grey.std()), 2),
-        saturation=attributes.saturation(img),
-        dominant_colors=attributes.dominant_colours(img),
-        skin=None,
-        hair=None,
-    )
-    main = fa.faces[0] if fa.faces else None
-    face_crop = None
-    if main is not None:
-        out["skin"] = attributes.skin_tone(img, main)
-        out["hair"] = attributes.hair_colour(img, main, out["skin"]["lab"] if out["skin"] else None)
-        x0, y0, x1, y1 = analyze.crop_box(main, DEMOGRAPHY_MARGIN, img.shape[1], img.shape[0])
-        face_crop = img[y0:y1, x0:x1]
-    timings["attributes"] = time.perf_counter() - t
-    t = time.perf_counter()
-    home = settings.deepface_home or str(Path("data") / "deepface")
-    out["demographics"] = (
-        attributes.demographics(face_crop, home)
-        if main is not None
-        else {
-            "available": False,
-            "reason": "no face detected",
-            "age": None,
-            "sex": None,
-            "sex_confidence": None,
-        }
-    )
-    timings["demographics"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    out["timings"] = {k: round(v, 4) for k, v in timings.items()}
-    return out
 
 
 # ============================================================================ parent side
@@ -342,7 +242,7 @@ def _face_features(d: dict, faces: list, demo: dict) -> dict[str, Any]:
         "brightness": d.get("brightness"),
         "contrast": d.get("contrast"),
         "saturation": d.get("saturation"),
-        "faces_detected": len(faces),
+        "faces_detected": d.get("faces_detected", len(faces)),
         "face_regions": [f[:4] for f in faces],
         "skin_tone": skin["category"] if skin else None,
         "hair_color": hair["label"] if hair else None,
@@ -359,7 +259,7 @@ def _queryable_attributes(d: dict, faces: list, demo: dict) -> dict[str, Any]:
         "brightness_level": brightness_level(d.get("brightness")),
         "image_quality": quality_level(d),
         "has_face": bool(faces),
-        "face_count": len(faces),
+        "face_count": d.get("faces_detected", len(faces)),
         "sex": demo.get("sex"),
         "age_group": attributes.age_group(demo.get("age")),
         "skin_tone": skin["category"] if skin else None,

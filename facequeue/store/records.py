@@ -204,6 +204,9 @@ class Image:
     crop_path: str | None
     created_at: str
     updated_at: str
+    face_values_json: str | None = None  # 0010: per embedded face (see vision/stored.py)
+    face_vectors: builtins.bytes | None = None
+    face_index: int | None = None  # the face curation kept
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,8 @@ class Analyzed:
     phash: str | None
     timings_json: str
     face_path: str | None
+    face_values_json: str | None = None  # per embedded face (migration 0010)
+    face_vectors: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,8 @@ class Curated:
     distance: float | None
     quality: float | None
     crop_path: str | None
+    face_index: int | None = None  # the face kept (index into faces_json)
+    embedding: bytes | None = None  # that face's embedding; None keeps the stored one
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,12 @@ class CurationReason(StrEnum):
     own reasons, e.g. `too_small`, `http_404`, `not_an_image`.)"""
 
     UNREADABLE = "unreadable"
+    ANALYSIS_ERROR = "analysis_error"  # the analysis raised on this image
+    ANALYSIS_CRASHED = "analysis_crashed"  # its worker died twice on it (e.g. OOM-killed)
+    ANALYSIS_TIMEOUT = "analysis_timeout"  # longer than analysis.image_timeout_s
     NO_FACE = "no_face"
     MULTI_FACE = "multi_face"
+    AMBIGUOUS_FACES = "ambiguous_faces"  # several faces could be the person
     TOO_SMALL = "too_small"
     BLURRY = "blurry"
     NO_EMBEDDING = "no_embedding"

@@ -8,15 +8,10 @@ through ``AnalysisPool`` (asyncio). See docs/faces.md for the measured choices.
 
 from __future__ import annotations
 
-import asyncio
-import io
-import multiprocessing as mp
 import os
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +20,10 @@ import numpy as np
 from facequeue.config import AnalysisConfig, Config
 from facequeue.errors import ModelWeightsMissing
 from facequeue.files import atomic_write_bytes
-from facequeue.vision import engine
+from facequeue.vision import decode, detect, engine
+from facequeue.vision.detect import Face
 
 CHIP_SIZE = 150  # dlib's aligned chip; also the normalised size for blur / hash
-CHIP_PADDING = 0.25  # dlib.get_face_chip default
 
 
 _DEFAULTS = AnalysisConfig()  # defaults live in the config model only
@@ -45,6 +40,13 @@ class AnalysisSettings:
     deepface_home: str = _DEFAULTS.deepface_home
     allow_weight_download: bool = _DEFAULTS.allow_weight_download
     chip_size: int = CHIP_SIZE
+    # Which faces besides the largest get embedded (curation decides group photos on them).
+    min_face_px: int = _DEFAULTS.min_face_px
+    extra_face_fraction: float = _DEFAULTS.extra_face_fraction
+    extra_face_min_confidence: float = _DEFAULTS.extra_face_min_confidence
+    max_faces: int = 8  # embeddings per image at most (a crowd is no training photo)
+    decode_max_pixels: int = decode.DEFAULT_MAX_PIXELS
+    decode_budget_mb: int = _DEFAULTS.decode_budget_mb
 
     @classmethod
     def from_config(cls, cfg: Config) -> AnalysisSettings:
@@ -56,21 +58,34 @@ class AnalysisSettings:
             align=a.align,
             deepface_home=str(engine.default_home(cfg)),
             allow_weight_download=a.allow_weight_download,
+            min_face_px=a.min_face_px,
+            extra_face_fraction=a.extra_face_fraction,
+            extra_face_min_confidence=a.extra_face_min_confidence,
+            decode_budget_mb=a.decode_budget_mb,
         )
 
 
 @dataclass(frozen=True)
-class Face:
-    x: int
-    y: int
-    w: int
-    h: int
-    confidence: float
+class FaceValues:
+    """What analysis measured on one embedded face (``index`` into FaceAnalysis.faces)."""
+
+    index: int
+    blur: float
+    brightness: float
+    contrast: float
+    embedding: bytes  # float32
+    phash: str  # of the aligned grey chip
+    phash_mirror: str  # of the same chip mirrored: a mirrored copy of a photo matches it
+    landmarks: tuple[tuple[int, int], ...] = ()  # dlib's 5 points, full resolution
+
+    def vector(self) -> np.ndarray:
+        return np.frombuffer(self.embedding, np.float32)
 
 
 @dataclass(frozen=True)
 class FaceAnalysis:
-    status: str  # 'ok' | 'no_face' | 'unreadable'
+    # 'ok' | 'no_face' | 'unreadable' | 'analysis_error' | 'analysis_crashed' | 'analysis_timeout'
+    status: str
     detail: str | None
     width: int
     height: int
@@ -81,10 +96,30 @@ class FaceAnalysis:
     embedding: bytes | None = None  # float32 bytes
     phash: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    embedded: tuple[FaceValues, ...] = ()  # the main face first, then other usable faces
 
     @property
     def main_face(self) -> Face | None:
         return self.faces[0] if self.faces else None
+
+    def values_of(self, index: int) -> FaceValues | None:
+        return next((v for v in self.embedded if v.index == index), None)
+
+    def with_face(self, index: int) -> FaceAnalysis:
+        """The same analysis seen from face ``index``: it becomes faces[0] and the top values."""
+        v = self.values_of(index)
+        if index == 0 or v is None:
+            return self
+        faces = (self.faces[index],) + tuple(f for k, f in enumerate(self.faces) if k != index)
+        return replace(
+            self,
+            faces=faces,
+            blur=v.blur,
+            brightness=v.brightness,
+            contrast=v.contrast,
+            embedding=v.embedding,
+            phash=v.phash,
+        )
 
     def vector(self) -> np.ndarray | None:
         return None if self.embedding is None else np.frombuffer(self.embedding, np.float32)
@@ -93,30 +128,14 @@ class FaceAnalysis:
 # --------------------------------------------------------------------------- decoding
 
 
-def decode_image(path: str) -> np.ndarray:
-    """BGR uint8 array with EXIF orientation applied. Raises ValueError when unreadable."""
-    from PIL import Image, ImageOps
+def decode_image(path: str, settings: AnalysisSettings | None = None) -> np.ndarray:
+    """BGR uint8 array with EXIF orientation applied, within the settings' memory budget.
 
-    try:
-        with open(path, "rb") as fh:  # Python I/O: non-ASCII paths work
-            data = fh.read()
-    except OSError as exc:
-        raise ValueError(f"cannot read file: {exc.strerror or exc}") from None
-    if not data:
-        raise ValueError("empty file")
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            im: Image.Image = ImageOps.exif_transpose(opened)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, rgba)
-            rgb = np.asarray(im.convert("RGB"))
-    except Exception as exc:  # PIL raises many types for bad data (OSError, SyntaxError...)
-        raise ValueError(f"not a readable image: {type(exc).__name__}: {exc}") from None
-    if rgb.ndim != 3 or rgb.shape[0] < 2 or rgb.shape[1] < 2:
-        raise ValueError(f"degenerate image of shape {rgb.shape}")
-    return np.ascontiguousarray(rgb[:, :, ::-1])
+    Raises ``decode.Unreadable`` (a ValueError) with a one-line reason when unreadable.
+    """
+    s = settings or AnalysisSettings()
+    img, _ = decode.decode_file(path, s.decode_max_pixels, s.decode_budget_mb << 20)
+    return img
 
 
 # --------------------------------------------------------------------------- worker state
@@ -156,187 +175,115 @@ def _ensure(settings: AnalysisSettings) -> None:
 # --------------------------------------------------------------------------- analysis
 
 
-def analyze_image(path: str, settings: AnalysisSettings) -> FaceAnalysis:
+def analyze_image(
+    path: str, settings: AnalysisSettings, crops: tuple[str, float] | None = None
+) -> FaceAnalysis:
+    """Decode once, detect once, measure and embed every usable face (pool function).
+
+    ``crops=(prefix, margin)`` also writes each embedded face's crop (``crop_name``) from
+    the same decoded array. Every failure is a value: ``unreadable`` with the reason, or
+    ``analysis_error`` with the exception, never an exception out of here.
+    """
     t0 = time.perf_counter()
     try:
-        img = decode_image(path)
+        img = decode_image(path, settings)
     except ValueError as exc:
         return FaceAnalysis(
             "unreadable", str(exc), 0, 0, timings={"decode": time.perf_counter() - t0}
         )
+    except Exception as exc:  # noqa: BLE001 - one image's failure never fails its person
+        return FaceAnalysis("analysis_error", _one_line(exc), 0, 0)
     decode_s = time.perf_counter() - t0
-    result = analyze_bgr(img, settings)
+    try:
+        result = analyze_bgr(img, settings)
+        if crops is not None:
+            t = time.perf_counter()
+            for v in result.embedded:
+                _write_crop_bgr(img, result.faces[v.index], crops[1], crop_name(crops[0], v.index))
+            result.timings["crops"] = time.perf_counter() - t
+    except ModelWeightsMissing:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        return FaceAnalysis("analysis_error", _one_line(exc), img.shape[1], img.shape[0])
     result.timings["decode"] = decode_s
     return result
 
 
-def _detect(img: np.ndarray, settings: AnalysisSettings) -> tuple[list[tuple[Face, Any]], float]:
-    """Detect on a copy scaled to at most max_side; boxes (and eyes) mapped back to full size."""
-    import cv2
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
-    h, w = img.shape[:2]
-    scale = min(1.0, settings.max_side / max(h, w))
-    small = (
-        img
-        if scale >= 1.0
-        else cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    )
-    if settings.detector == "dlib":
-        regions = _dlib_regions(small, need_eyes=_STATE.get("sp") is None)
-    else:
-        regions = _STATE["detector"].detect_faces(small)
-    out = []
-    inv = 1.0 / scale
-    for r in regions:
-        x0, y0 = max(0, int(r.x * inv)), max(0, int(r.y * inv))
-        x1, y1 = min(w, int(round((r.x + r.w) * inv))), min(h, int(round((r.y + r.h) * inv)))
-        if x1 - x0 < 2 or y1 - y0 < 2:
+
+def _embedded_indexes(faces: tuple[Face, ...], s: AnalysisSettings) -> list[int]:
+    """The main face and every other face that could be the person or count against it."""
+    main = faces[0]
+    keep = [0]
+    for k, f in enumerate(faces[1:], start=1):
+        if f.confidence < s.extra_face_min_confidence:
             continue
-        eyes = None
-        if r.left_eye is not None and r.right_eye is not None:
-            eyes = (tuple(v * inv for v in r.left_eye), tuple(v * inv for v in r.right_eye))
-        conf = float(r.confidence) if r.confidence is not None else 0.0
-        out.append((Face(x0, y0, x1 - x0, y1 - y0, round(conf, 4)), eyes))
-    out.sort(key=lambda fe: fe[0].w * fe[0].h, reverse=True)
-    return out, scale
+        if min(f.w, f.h) >= s.min_face_px or f.w >= s.extra_face_fraction * main.w:
+            keep.append(k)
+    return keep[: s.max_faces]
 
 
-HOG_WINDOW = 80  # dlib's frontal HOG detector finds faces down to ~80 px without upsampling
-
-
-def _dlib_regions(small: np.ndarray, need_eyes: bool) -> list[Any]:
-    """DeepFace's dlib detector (same HOG model and scores), cheaper on large photos.
-
-    DeepFace always upsamples once (4x the pixels). Without upsampling, HOG finds faces
-    of >= ~80 px; when that pass already finds a face of >= 2 x 80 px, every face that
-    could matter (>= extra_face_fraction 0.5 of it) is >= 80 px and was found too, so the
-    upsampled pass is only run when no face or only a small one was found.
-    """
-    from deepface.models.Detector import FacialAreaRegion
-
-    model = _STATE["detector"].model
-    hog = model["face_detector"]
-    dets, scores, _ = hog.run(small, 0)
-    if not len(dets) or max(d.width() for d in dets) < 2 * HOG_WINDOW:
-        dets, scores, _ = hog.run(small, 1)
-    h, w = small.shape[:2]
-    out = []
-    for det, score in zip(dets, scores, strict=True):
-        x, y = max(0, det.left()), max(0, det.top())
-        fw, fh = min(det.right(), w) - x, min(det.bottom(), h) - y
-        left_eye = right_eye = None
-        if need_eyes:
-            shape = model["sp"](small, det)
-            right_eye = (
-                (shape.part(2).x + shape.part(3).x) // 2,
-                (shape.part(2).y + shape.part(3).y) // 2,
-            )
-            left_eye = (
-                (shape.part(0).x + shape.part(1).x) // 2,
-                (shape.part(0).y + shape.part(1).y) // 2,
-            )
-        out.append(
-            FacialAreaRegion(
-                x=x,
-                y=y,
-                w=fw,
-                h=fh,
-                left_eye=left_eye,
-                right_eye=right_eye,
-                confidence=min(max(0.0, float(score)), 1.0),
-            )
-        )
-    return out
-
-
-def _dlib_chip(img: np.ndarray, face: Face, size: int) -> np.ndarray:
-    """dlib's 5-landmark aligned chip (BGR), computed on a region around the face."""
-    import dlib
-
-    h, w = img.shape[:2]
-    m = max(face.w, face.h)
-    x0, y0 = max(0, face.x - m), max(0, face.y - m)
-    x1, y1 = min(w, face.x + face.w + m), min(h, face.y + face.h + m)
-    region = np.ascontiguousarray(img[y0:y1, x0:x1, ::-1])  # RGB
-    rect = dlib.rectangle(face.x - x0, face.y - y0, face.x - x0 + face.w, face.y - y0 + face.h)
-    shape = _STATE["sp"](region, rect)
-    chip = dlib.get_face_chip(region, shape, size=size, padding=CHIP_PADDING)
-    return np.ascontiguousarray(chip[:, :, ::-1])
-
-
-def _eye_chip(img: np.ndarray, face: Face, eyes: Any, size: int, align: bool) -> np.ndarray:
-    """Generic chip: the face box (rotated so the eyes are level when align), resized square."""
-    import cv2
-
-    h, w = img.shape[:2]
-    cx, cy = face.x + face.w / 2, face.y + face.h / 2
-    side = max(face.w, face.h)
-    if align and eyes is not None:
-        (lx, ly), (rx, ry) = eyes
-        angle = float(np.degrees(np.arctan2(ly - ry, lx - rx)))
-        if abs(angle) > 90:
-            angle -= 180 * np.sign(angle)
-    else:
-        angle = 0.0
-    m = cv2.getRotationMatrix2D((cx, cy), angle, size / side)
-    m[0, 2] += size / 2 - cx
-    m[1, 2] += size / 2 - cy
-    return cv2.warpAffine(
-        img,
-        m,
-        (size, size),
-        flags=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-
-
-def analyze_bgr(img: np.ndarray, settings: AnalysisSettings) -> FaceAnalysis:
+def _measure(img: np.ndarray, face: Face, eyes: Any, index: int, s: AnalysisSettings) -> FaceValues:
     import cv2
     import imagehash
     from PIL import Image
 
+    marks: tuple[tuple[int, int], ...] = ()
+    if _STATE.get("sp") is not None:
+        chip, marks = detect.dlib_chip(img, face, s.chip_size, _STATE["sp"])
+    else:
+        chip = detect.eye_chip(img, face, eyes, s.chip_size, s.align)
+    grey = cv2.cvtColor(chip, cv2.COLOR_BGR2GRAY)
+    return FaceValues(
+        index=index,
+        blur=round(float(cv2.Laplacian(grey, cv2.CV_64F).var()), 2),
+        brightness=round(float(grey.mean()), 2),
+        contrast=round(float(grey.std()), 2),
+        embedding=_embed(chip),
+        phash=str(imagehash.phash(Image.fromarray(grey))),
+        phash_mirror=str(imagehash.phash(Image.fromarray(np.ascontiguousarray(grey[:, ::-1])))),
+        landmarks=marks,
+    )
+
+
+def analyze_bgr(img: np.ndarray, settings: AnalysisSettings) -> FaceAnalysis:
     _ensure(settings)
     timings: dict[str, float] = {}
     height, width = img.shape[:2]
     t = time.perf_counter()
-    detected, _ = _detect(img, settings)
+    detected = detect.detect(
+        img,
+        settings.max_side,
+        settings.detector,
+        _STATE["detector"],
+        need_eyes=_STATE.get("sp") is None,
+    )
     timings["detect"] = time.perf_counter() - t
     faces = tuple(f for f, _ in detected)
     if not faces:
         return FaceAnalysis("no_face", "no face detected", width, height, timings=timings)
-
-    main, eyes = detected[0]
     t = time.perf_counter()
-    size = settings.chip_size
-    if _STATE.get("sp") is not None:
-        chip = _dlib_chip(img, main, size)
-    else:
-        chip = _eye_chip(img, main, eyes, size, settings.align)
-    timings["align"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    grey = cv2.cvtColor(chip, cv2.COLOR_BGR2GRAY)
-    blur = float(cv2.Laplacian(grey, cv2.CV_64F).var())
-    brightness = float(grey.mean())
-    contrast = float(grey.std())
-    phash = str(imagehash.phash(Image.fromarray(grey)))
-    timings["quality"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    embedding = _embed(chip)
+    values = tuple(
+        _measure(img, faces[k], detected[k][1], k, settings)
+        for k in _embedded_indexes(faces, settings)
+    )
     timings["embed"] = time.perf_counter() - t
+    main = values[0]
     return FaceAnalysis(
         "ok",
         None,
         width,
         height,
         faces,
-        round(blur, 2),
-        round(brightness, 2),
-        round(contrast, 2),
-        embedding,
-        phash,
+        main.blur,
+        main.brightness,
+        main.contrast,
+        main.embedding,
+        main.phash,
         timings,
+        values,
     )
 
 
@@ -349,7 +296,10 @@ def embed_every_face(
     _ensure(settings)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    detected, _ = _detect(img, settings)
+    sp = _STATE.get("sp")
+    detected = detect.detect(
+        img, settings.max_side, settings.detector, _STATE["detector"], sp is None
+    )
     timings["detect"] = time.perf_counter() - t
     t = time.perf_counter()
     out: list[tuple[Face, bytes | None]] = []
@@ -357,10 +307,10 @@ def embed_every_face(
         if min(face.w, face.h) < min_side:
             out.append((face, None))
             continue
-        if _STATE.get("sp") is not None:
-            chip = _dlib_chip(img, face, settings.chip_size)
+        if sp is not None:
+            chip, _ = detect.dlib_chip(img, face, settings.chip_size, sp)
         else:
-            chip = _eye_chip(img, face, eyes, settings.chip_size, settings.align)
+            chip = detect.eye_chip(img, face, eyes, settings.chip_size, settings.align)
         out.append((face, _embed(chip)))
     timings["embed"] = time.perf_counter() - t
     return out, timings
@@ -384,6 +334,11 @@ def _embed(chip_bgr: np.ndarray) -> bytes:
 # --------------------------------------------------------------------------- crops
 
 
+def crop_name(prefix: str, index: int) -> str:
+    """The crop file of face ``index`` of an image: <prefix>.jpg for the main face."""
+    return f"{prefix}.jpg" if index == 0 else f"{prefix}_f{index}.jpg"
+
+
 def crop_box(face: Face, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
     """The face box grown by `margin` of its size on each side, clamped to the image."""
     mx, my = int(face.w * margin), int(face.h * margin)
@@ -395,101 +350,39 @@ def crop_box(face: Face, margin: float, width: int, height: int) -> tuple[int, i
     )
 
 
-def write_crop(src_path: str, face: Face, margin: float, dest_path: str) -> tuple[int, int]:
-    """Write the face crop (margin, clamped) atomically: temp file in the same folder + rename."""
+def _write_crop_bgr(img: np.ndarray, face: Face, margin: float, dest_path: str) -> tuple[int, int]:
     import cv2
 
-    img = decode_image(src_path)
     h, w = img.shape[:2]
     x0, y0, x1, y1 = crop_box(face, margin, w, h)
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"face box {face} lies outside the {w}x{h} image")
-    crop = img[y0:y1, x0:x1]
     ext = Path(dest_path).suffix.lower() or ".jpg"
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
-    ok, buf = cv2.imencode(ext, crop, params)
+    ok, buf = cv2.imencode(ext, img[y0:y1, x0:x1], params)
     if not ok:
         raise ValueError(f"cannot encode crop as {ext}")
+    Path(dest_path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest_path, buf.tobytes())
     return x1 - x0, y1 - y0
 
 
-def _noop() -> int:
-    return os.getpid()
-
-
-# --------------------------------------------------------------------------- pool
-
-
-class AnalysisPool:
-    """Spawned worker processes, each with the models loaded once; asyncio front end."""
-
-    def __init__(self, settings: AnalysisSettings, workers: int) -> None:
-        self.settings = settings
-        self.workers = max(1, int(workers))
-        # Fail fast in the parent (one clear line) rather than in every worker.
-        engine.prepare(
-            settings.model,
-            settings.detector,
-            settings.deepface_home or "data/deepface",
-            settings.allow_weight_download,
-        )
-        self._executor = ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=mp.get_context("spawn"),
-            initializer=init_worker,
-            initargs=(settings, os.getpid()),
-        )
-        import structlog
-
-        self._log = structlog.get_logger("facequeue.vision.analyze")
-
-    def warm(self) -> list[int]:
-        """Start every worker now (models loaded); returns their pids."""
-        futs = [self._executor.submit(_noop) for _ in range(self.workers)]
-        return [f.result() for f in futs]
-
-    def pids(self) -> list[int]:
-        procs = (self._executor._processes or {}).values()  # noqa: SLF001
-        return [p.pid for p in procs if p.pid is not None]
-
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
-
-    async def analyze(self, path: str) -> FaceAnalysis:
-        t = time.perf_counter()
-        result: FaceAnalysis = await self.run(analyze_image, path, self.settings)
-        self._log.debug(
-            "image_analyzed",
-            path=path,
-            status=result.status,
-            faces=len(result.faces),
-            total_s=round(time.perf_counter() - t, 4),
-            **{f"{k}_s": round(v, 4) for k, v in result.timings.items()},
-        )
-        return result
-
-    async def crop(
-        self, src_path: str, face: Face, margin: float, dest_path: str
-    ) -> tuple[int, int]:
-        return await self.run(write_crop, src_path, face, margin, dest_path)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> AnalysisPool:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+def write_crop(
+    src_path: str,
+    face: Face,
+    margin: float,
+    dest_path: str,
+    settings: AnalysisSettings | None = None,
+) -> tuple[int, int]:
+    """Write the face crop (margin, clamped) atomically: temp file in the same folder + rename."""
+    return _write_crop_bgr(decode_image(src_path, settings), face, margin, dest_path)
 
 
 __all__ = [
     "AnalysisSettings",
     "Face",
     "FaceAnalysis",
-    "AnalysisPool",
+    "FaceValues",
     "init_worker",
     "analyze_image",
     "analyze_bgr",
@@ -497,5 +390,6 @@ __all__ = [
     "decode_image",
     "write_crop",
     "crop_box",
+    "crop_name",
     "ModelWeightsMissing",
 ]

@@ -271,7 +271,7 @@ def embed_faces(path: str, settings: AnalysisSettings) -> QueryPhoto:
 
     t0 = time.perf_counter()
     try:
-        img = analyze.decode_image(path)
+        img = analyze.decode_image(path, settings)
     except ValueError as exc:
         return QueryPhoto("unreadable", str(exc), 0, 0)
     h, w = img.shape[:2]
