@@ -19,7 +19,7 @@ import aiosqlite
 from facequeue.errors import StoreError
 from facequeue.store import migrate as migrations
 from facequeue.store.review import ReviewQueries
-from facequeue.store.sqlbase import SqlStore, load_queries
+from facequeue.store.sqlbase import load_queries
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUSY_TIMEOUT_MS = 30_000
@@ -28,7 +28,7 @@ BUSY_TIMEOUT_MS = 30_000
 Q = load_queries(PACKAGE_DIR / "queries.sql")
 
 
-class SqliteStore(SqlStore, ReviewQueries):
+class SqliteStore(ReviewQueries):
     """An open SQLite database. Use `open_store(cfg)` (or `await SqliteStore.open(path)`)."""
 
     Q = Q
