@@ -78,6 +78,9 @@ async def test_add_people_dedups_by_slug_country_and_wikidata(store):
     found = await store.find_people("person 1")
     assert {p.country for p in found} == {"Serbia", "Croatia"}
     assert [p.id for p in await store.find_people(str(r1.added[0]))] == [r1.added[0]]
+    assert await store.slug_holder("Person_2", "Serbia") == (True, "Q1")
+    assert await store.slug_holder("Person_1", "Serbia") == (True, None)
+    assert await store.slug_holder("Person_2", "Croatia") == (False, None)
 
 
 async def test_claim_lease_heartbeat_expiry_and_reclaim(store):
