@@ -13,9 +13,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from fake_services import FakeOpenAI, FakeWikidata, serbia_world
+from fake_services import FakeOpenAI
 from servers import fake_services
 from test_add_country import world_llm
+from wikidata_endpoint import WikidataEndpoint
+from wikidata_world import serbia_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]  # subprocesses, real face models
 
@@ -54,7 +56,7 @@ async def queue_and_run(tmp_path: Path, testdata_dir: Path, pg_url: str) -> Path
     async with (
         fake_services(testdata_dir) as svc,
         FakeOpenAI(world_llm()) as llm,
-        FakeWikidata(serbia_world()) as wd,
+        WikidataEndpoint(serbia_world()) as wd,
     ):
         for name, (_, occupation) in PEOPLE.items():
             own = [p for p in photos(testdata_dir, name) if not p.endswith(f"/{HELD_BACK}.jpg")]
