@@ -5,13 +5,22 @@ Secrets (API keys) are read from the environment only and never appear in repr o
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -21,19 +30,36 @@ CONFIG_ENV = "FACEQUEUE_CONFIG"
 DEFAULT_CONFIG_NAME = "facequeue.toml"
 
 
+DAY_S = 86_400.0
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf/nan would pass every bound (a lease of inf seconds is NULL in SQLite): refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class QueueConfig(Section):
     people_in_flight: int = Field(2, ge=1, le=64)
-    lease_s: float = Field(300.0, gt=0)
-    heartbeat_s: float = Field(30.0, gt=0)
-    max_attempts: int = Field(5, ge=1)
-    backoff_base_s: float = Field(30.0, ge=0)
-    backoff_max_s: float = Field(3600.0, ge=0)
-    poll_s: float = Field(5.0, gt=0)
-    grace_s: float = Field(30.0, ge=0)
+    lease_s: float = Field(300.0, gt=0, le=DAY_S)
+    heartbeat_s: float = Field(30.0, gt=0, le=DAY_S)
+    max_attempts: int = Field(5, ge=1, le=100)
+    backoff_base_s: float = Field(30.0, ge=0, le=DAY_S)
+    backoff_max_s: float = Field(3600.0, ge=0, le=30 * DAY_S)
+    poll_s: float = Field(5.0, gt=0, le=3600)
+    grace_s: float = Field(30.0, ge=0, le=3600)
+    # Below this much free space on data_dir's disk the daemon claims nobody new (0: off).
+    min_free_mb: float = Field(200.0, ge=0, le=10_000_000)
+
+    @field_validator("heartbeat_s")
+    @classmethod
+    def _heartbeat_well_below_lease(cls, value: float, info: ValidationInfo) -> float:
+        lease = info.data.get("lease_s")
+        if lease is not None and value > lease / 3:
+            raise ValueError(
+                f"must be at most a third of queue.lease_s ({lease:g} s) so a live daemon "
+                "renews its leases in time"
+            )
+        return value
 
 
 class SearchConfig(Section):
@@ -65,7 +91,7 @@ class FolderConfig(Section):
 
 
 class DownloadConfig(Section):
-    concurrency: int = Field(32, ge=1, le=1024)
+    concurrency: int = Field(128, ge=1, le=1024)  # bench/download.py: 16 hosts x 8 saturate 2 cores
     per_host: int = Field(8, ge=1, le=256)
     allow_private_addresses: bool = False
     allowed_networks: list[str] = []  # CIDRs exempt from the private-address guard
@@ -75,6 +101,7 @@ class DownloadConfig(Section):
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(20.0, gt=0)
     total_timeout_s: float = Field(60.0, gt=0)
+    deadline_s: float = Field(180.0, gt=0)  # one whole fetch: retries, redirects, robots.txt
     retries: int = Field(3, ge=0, le=20)
     retry_backoff_s: float = Field(0.5, ge=0)
     retry_after_max_s: float = Field(60.0, ge=0)
@@ -82,6 +109,16 @@ class DownloadConfig(Section):
     honor_x_robots_tag: bool = True
     x_robots_block: list[str] = ["noai", "noimageai"]
     honor_robots_txt: bool = True
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a network in CIDR form (10.0.0.0/8)") from None
+        return value
 
 
 class AnalysisConfig(Section):

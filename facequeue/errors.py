@@ -57,3 +57,8 @@ class WikidataTimeout(WikidataError):
 
 class LeaseLost(FacequeueError):
     """Another daemon took over a person whose lease expired; this one stops working on it."""
+
+
+class LocalIOError(StageError):
+    """The machine's own disk failed a write (full, read-only, no permission): the stage is
+    retried later; it is never a verdict on an image."""

@@ -29,7 +29,12 @@ class Named(Protocol):
 
 
 def person_folder(person: Named) -> str:
-    """`<slug>__<country>`: unique because (slug, country) is unique in the people table."""
+    """The person's own folder name: people.folder, unique (the store assigns it at insert,
+    so "Israël" and "Israel" never share one). `<slug>__<country>` only for a record that
+    does not carry the column."""
+    folder = getattr(person, "folder", None)
+    if folder:
+        return str(folder)
     return f"{person.slug}__{ascii_slug(person.country)}"
 
 
@@ -49,3 +54,9 @@ def relative(cfg: Config, path: Path) -> str:
 
 def absolute(cfg: Config, rel: str) -> Path:
     return cfg.data_dir / rel
+
+
+def accepted_name(slug: str, created_at: str | None, image_id: int) -> str:
+    """Stable, unique crop name in the seed's style: Name_YYYYMMDD_HHMMSS_<image id>.jpg."""
+    stamp = (created_at or "")[:19].replace("-", "").replace(":", "").replace("T", "_")
+    return f"{slug}_{stamp or 'undated'}_{image_id}.jpg"

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import socket
 import time
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from PIL import Image
 from servers import ImageHost, serve
 
 from facequeue.config import load_config
+from facequeue.stages.bodies import SPOOL_BYTES
 from facequeue.stages.download import Downloader, check_image, make_session
 
 pytestmark = pytest.mark.timeout(60)
@@ -273,7 +276,7 @@ async def test_per_host_and_global_limits(testdata_dir, tmp_path):
     hosts = [ImageHost(testdata_dir, latency_s=0.05) for _ in range(3)]
     cfg = make_cfg(tmp_path, per_host=2, concurrency=4)
     async with serve(hosts[0].app) as u0, serve(hosts[1].app) as u1, serve(hosts[2].app) as u2:
-        for h, u in zip(hosts, (u0, u1, u2), strict=False):
+        for h, u in zip(hosts, (u0, u1, u2), strict=True):
             h.base_url = u
         async with Downloader(cfg) as dl:
             outs = await asyncio.gather(
@@ -324,16 +327,139 @@ def test_truncated_png_rejected(tmp_path, testdata_dir):
 
 
 async def test_cancelled_mid_body_leaves_no_file(host, tmp_path):
-    """A daemon stopping mid-download: nothing under dest_dir, the temp file is removed."""
+    """A daemon stopping mid-download: the half body was only in memory; no file anywhere."""
     async with Downloader(make_cfg(tmp_path, read_timeout_s=20, total_timeout_s=30)) as dl:
         task = asyncio.create_task(dl.fetch(host.url("hang"), tmp_path / "raw"))
         for _ in range(100):
             await asyncio.sleep(0.02)
-            if list(dl.cfg.tmp_dir.glob("*.part")):
+            if host.hits["/hang"]:
                 break
-        assert list(dl.cfg.tmp_dir.glob("*.part"))  # half a body on disk, in tmp_dir
+        await asyncio.sleep(0.1)  # half a body received, the rest never comes
+        assert host.hits["/hang"] == 1 and not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
     assert stored_files(tmp_path / "raw") == []
     assert not list(dl.cfg.tmp_dir.glob("*"))
+
+
+async def test_slow_drip_cannot_hold_a_slot_past_the_deadline(host, tmp_path):
+    """A server trickling bytes (never idle long enough for read_timeout_s, under
+    total_timeout_s per attempt, retried) is cut off by download.deadline_s, slot freed."""
+    cfg = make_cfg(tmp_path, read_timeout_s=5, total_timeout_s=30, retries=3, deadline_s=0.6)
+    async with Downloader(cfg) as dl:
+        out = await dl.fetch(host.url("slow"), tmp_path / "raw")
+        assert not dl._hosts  # the per-host slot was given back
+    assert out.reason == "deadline" and "deadline_s = 0.6" in out.detail, out
+    assert host.hits["/slow"] == 1 and stored_files(tmp_path / "raw") == []
+    assert not list(dl.cfg.tmp_dir.glob("*"))
+
+
+async def test_deadline_covers_retries_and_back_off(host, tmp_path):
+    cfg = make_cfg(tmp_path, retries=20, retry_backoff_s=0.2, deadline_s=1.0)
+    async with Downloader(cfg) as dl:
+        out = await dl.fetch(host.url("flaky/d?times=99"), tmp_path / "raw")
+    assert out.reason == "deadline" and 1 <= host.hits["/flaky/d"] < 21
+
+
+async def test_stored_files_made_durable_in_batches(host, tmp_path, monkeypatch):
+    """One sync covers many files: no fsync per file, yet every fetch returns durable."""
+    from facequeue.stages import durable
+
+    calls: list[int] = []
+    real = durable.sync_paths
+
+    def counting(paths):
+        calls.append(len(paths))
+        real(paths)
+
+    monkeypatch.setattr(durable, "sync_paths", counting)
+    async with Downloader(make_cfg(tmp_path, per_host=16, concurrency=16)) as dl:
+        outs = await asyncio.gather(
+            *(dl.fetch(host.url(f"img/{i}.jpg"), tmp_path / "raw") for i in range(60))
+        )
+    assert all(o.ok and o.path.is_file() for o in outs)
+    assert sum(calls) == 60 and len(calls) < 60
+
+
+def test_cheap_check_leaves_pixel_decoding_to_the_worker(tmp_path, testdata_dir):
+    """Structurally complete bytes with corrupt pixel data pass the download check (the
+    analysis worker decodes and rejects them `unreadable`); what the header shows fails."""
+    body = bytearray((testdata_dir / JPEG).read_bytes())
+    sos = body.index(b"\xff\xda")
+    for i in range(sos + 200, len(body) - 400, 7):  # scramble entropy-coded data
+        body[i] = 0x00
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(bytes(body))
+    assert check_image(corrupt, 50_000_000, 100)[0] is None
+    (tmp_path / "cut.jpg").write_bytes(bytes(body[: sos + 500]))
+    assert check_image(tmp_path / "cut.jpg", 50_000_000, 100)[0] == "unreadable"
+    (tmp_path / "page.jpg").write_bytes(b"<!DOCTYPE html><html>404</html>")
+    assert check_image(tmp_path / "page.jpg", 50_000_000, 100)[:2] == (
+        "not_an_image",
+        "HTML page, not an image",
+    )
+
+
+def noise_png(side: int) -> bytes:
+    """A PNG that does not compress: random pixels, a few MB for a few hundred px."""
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_large_body_spooled_to_disk_not_memory(tmp_path, chunked):
+    """Bodies over SPOOL_BYTES go to a temp file as they arrive; stored the same way."""
+    body = noise_png(800)  # ~1.9 MB > SPOOL_BYTES
+    assert len(body) > SPOOL_BYTES
+
+    async def image(request):
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        if not chunked:
+            resp.content_length = len(body)
+        await resp.prepare(request)
+        for i in range(0, len(body), 256 * 1024):
+            await resp.write(body[i : i + 256 * 1024])
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/big.png", image)
+    async with serve(app) as url:
+        async with Downloader(make_cfg(tmp_path, max_bytes=5_000_000)) as dl:
+            out = await dl.fetch(f"{url}/big.png", tmp_path / "raw")
+            small = await dl.fetch(f"{url}/big.png", tmp_path / "raw2")  # same bytes again
+            cap = Downloader(make_cfg(tmp_path, max_bytes=1_500_000), dl.session)
+            over = await cap.fetch(f"{url}/big.png", tmp_path / "raw3")
+    assert out.ok and out.format == "png" and out.size == len(body), out
+    assert out.sha256 == hashlib.sha256(body).hexdigest() and out.path.read_bytes() == body
+    assert small.ok and small.sha256 == out.sha256
+    assert over.reason == "too_large"
+    assert not list(dl.cfg.tmp_dir.glob("*"))  # spool files renamed or removed
+
+
+async def test_ingest_large_file_and_truncated_large_file(dl, tmp_path):
+    body = noise_png(800)
+    (tmp_path / "big.png").write_bytes(body)
+    (tmp_path / "cut.png").write_bytes(body[: len(body) - 5000])
+    cfg = make_cfg(tmp_path, max_bytes=5_000_000)
+    async with Downloader(cfg) as big:
+        ok = await big.ingest_file(tmp_path / "big.png", tmp_path / "raw")
+        cut = await big.ingest_file(tmp_path / "cut.png", tmp_path / "raw")
+    assert ok.ok and ok.path.read_bytes() == body and ok.sha256 == hashlib.sha256(body).hexdigest()
+    assert cut.reason == "unreadable" and "IEND" in cut.detail
+    assert not list(cfg.tmp_dir.glob("*"))
+
+
+async def test_deadline_counts_from_the_first_slot_not_the_queue(host, tmp_path):
+    """Waiting behind a busy host is not the fetch's fault: its deadline starts with a slot."""
+    cfg = make_cfg(tmp_path, per_host=1, read_timeout_s=5, total_timeout_s=30, deadline_s=0.8)
+    async with Downloader(cfg) as dl:
+        slow = asyncio.create_task(dl.fetch(host.url("slow"), tmp_path / "raw"))
+        for _ in range(100):  # the slow drip holds the host's only slot
+            await asyncio.sleep(0.01)
+            if host.hits["/slow"]:
+                break
+        queued = await dl.fetch(host.url("img/1.jpg"), tmp_path / "raw")
+        assert (await slow).reason == "deadline"
+    assert queued.ok, queued  # waited ~0.8 s for the slot, then had its own 0.8 s

@@ -63,7 +63,7 @@ async def test_claim_lease_heartbeat_expiry_and_reclaim(store):
     a = await store.claim("A", lease_s=0.3)
     assert a and a.state == "running" and a.lease_owner == "A"
     assert await store.claim("B", lease_s=0.3) is None  # leased: nobody else gets it
-    assert await store.renew_leases("A", 0.3) == [a.id]
+    assert await store.renew_leases("A", 0.3, [a.id]) == [a.id]
     await asyncio.sleep(0.5)
     b = await store.claim("B", lease_s=30)  # expired lease is reclaimed by a claim
     assert b and b.id == a.id and b.lease_owner == "B"

@@ -159,8 +159,14 @@ def report(app: App, out_dir: str | None) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 @click.option("--skip-models", is_flag=True, help="Do not load the detector and model.")
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Also remove files no row references and temp files of dead processes "
+    "(refused while a daemon runs).",
+)
 @click.pass_context
-def doctor(ctx: click.Context, as_json: bool, skip_models: bool) -> None:
+def doctor(ctx: click.Context, as_json: bool, skip_models: bool, fix: bool) -> None:
     """Check config, database, disk, models and API keys; say how to fix each problem.
 
     Exits non-zero when any check fails.
@@ -168,6 +174,11 @@ def doctor(ctx: click.Context, as_json: bool, skip_models: bool) -> None:
     from facequeue.ops.doctor import render, run_checks
 
     app: App = ctx.obj
+    if fix:
+        from facequeue.ops.doctor import fix_files
+
+        removed, temp = run_async(fix_files(app.config))
+        click.echo(f"removed {removed} unreferenced file(s) and {temp} temp file(s)")
     try:
         cfg, config_error = app.config, None
     except ConfigError as exc:

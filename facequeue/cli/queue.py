@@ -160,7 +160,8 @@ def _print_person(console: Console, data: ops.PersonStatus) -> None:
 @click.argument("person", required=False)
 @pass_app
 def retry(app: App, person: str | None) -> None:
-    """Requeue failed people (all, or one PERSON) with their attempts reset."""
+    """Requeue failed people and people waiting for a scheduled retry (all, or one PERSON):
+    claimable now, attempts reset. Use it after fixing the cause (disk, key, network)."""
 
     async def go():
         async with open_store(app.config) as store:
@@ -168,7 +169,7 @@ def retry(app: App, person: str | None) -> None:
             return await store.retry_failed(pid)
 
     ids = run_async(go())
-    click.echo(f"requeued {len(ids)} failed people")
+    click.echo(f"requeued {len(ids)} people (failed or waiting for a retry)")
 
 
 @main.command()

@@ -351,3 +351,31 @@ def render(checks: list[Check], console: Any) -> None:
     console.print(
         f"{failed} failed, {warned} warning(s)" if failed or warned else "all checks passed"
     )
+
+
+async def fix_files(cfg: Config) -> tuple[int, int]:
+    """`doctor --fix`: the start-up sweep, run by hand. Refused while a daemon is alive (its
+    files may be waiting for their rows)."""
+    import socket
+
+    from facequeue.errors import InputError
+    from facequeue.ops.sweep import sweep
+    from facequeue.runner import liveness
+    from facequeue.store import open_store
+
+    stale_s = liveness.STALE_HEARTBEATS * cfg.queue.heartbeat_s
+    host, boot = socket.gethostname(), liveness.boot_id()
+    async with open_store(cfg) as store:
+        live = [
+            d
+            for d in await store.other_daemons("")
+            if not liveness.dead_reason(d, host, boot, stale_s)
+        ]
+        if live:
+            d = live[0]
+            raise InputError(
+                f"a daemon is running (pid {d.pid} on {d.host}): it sweeps at start-up; "
+                "stop it first to sweep by hand"
+            )
+        result = await sweep(cfg, store, others_alive=False)
+    return len(result.removed), result.temp_removed

@@ -1,1 +1,1 @@
-"""Running the queue: the daemon (when, how many) and the pipeline (what happens to one person)."""
+"""Running the queue: the daemon (when, how many) and the pipeline (one person's stages)."""

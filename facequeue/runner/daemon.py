@@ -1,13 +1,17 @@
 """When and how many: claims with leases, heartbeat, limits, signals, graceful shutdown.
 
 A slot of the people-in-flight semaphore is taken *before* a claim, so the daemon never
-holds a lease on work it cannot start. Signal handlers only set an event.
+holds a lease on work it cannot start. Signal handlers only set an event. Leases of dead
+daemons (liveness.py) are taken over at start and on every heartbeat; only the leases of
+live tasks are renewed; no database error ends the daemon or leaves a lease behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import time
@@ -22,7 +26,9 @@ from facequeue.config import Config
 from facequeue.errors import FacequeueError, LeaseLost, PermanentStageError
 from facequeue.files import owner_is_dead, owner_tag
 from facequeue.retry import backoff
+from facequeue.runner import liveness
 from facequeue.runner.pipeline import Pipeline, Resources, StageFn, Stages
+from facequeue.runner.systemd import Notifier
 from facequeue.store import Person, Store, connect
 
 log = structlog.get_logger("facequeue.runner.daemon")
@@ -49,14 +55,18 @@ class Daemon:
     ) -> None:
         self.cfg = cfg
         self.store = store
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.host = socket.gethostname()
+        self.boot = liveness.boot_id()
+        self.owner = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.notifier = Notifier()
+        self.claiming = asyncio.Lock()  # a claim and its task's creation are one step
+        self.disk_low = False
         self.stop = asyncio.Event()
         self.resources = Resources(cfg)
         self.pipeline = Pipeline(store, stages_factory(cfg, store, self.resources))
         self.tasks: dict[int, asyncio.Task] = {}
         self.only_ids = list(only_ids) if only_ids is not None else None
         self.processed = 0
-        self.claiming = False  # a claim is in flight: its person has no task yet
 
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self, once: bool = False) -> int:
@@ -66,26 +76,31 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop.set)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
-        await self.store.register_daemon(self.owner, os.getpid(), socket.gethostname())
+        await self.store.register_daemon(self.owner, os.getpid(), self.host, self.boot)
+        taken = await self._take_over_dead()
         reclaimed = await self.store.reclaim_expired()
-        live = await self.store.live_daemons(3 * self.cfg.queue.lease_s)
-        _sweep_tmp(self.cfg.tmp_dir, {owner_tag(d.host, d.pid) for d in live})
+        await self._sweep_files()
         log.info(
             "daemon_started",
             owner=self.owner,
             once=once,
-            reclaimed=len(reclaimed),
+            reclaimed=len(reclaimed) + taken,
             people_in_flight=self.cfg.queue.people_in_flight,
             db=self.store.location,
         )
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        watchdog = asyncio.create_task(self.notifier.watchdog(), name="watchdog")
+        self.notifier.notify("READY=1")
         try:
             await self._claim_loop(once)
         finally:
+            self.notifier.notify("STOPPING=1")
             await self._shutdown()
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
-            await asyncio.shield(self.store.stop_daemon(self.owner))
+            for task in (heartbeat, watchdog):
+                task.cancel()
+            await asyncio.gather(heartbeat, watchdog, return_exceptions=True)
+            with contextlib.suppress(Exception):  # the row goes stale and is pruned anyway
+                await asyncio.shield(self.store.stop_daemon(self.owner))
             await self.resources.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 try:
@@ -101,25 +116,67 @@ class Daemon:
         while not self.stop.is_set():
             if not await self._take_slot(slots):
                 break
-            person = await self._claim()
-            if person is None:
-                slots.release()
-                if once and not self.tasks and not await self._more_now():
-                    break
-                # Sleep until work is announced (PostgreSQL NOTIFY) or the poll interval
-                # passes, a person finishes or we are stopped.
-                waiters: list[Coroutine[Any, Any, Any]] = [
-                    self.stop.wait(),
-                    self.store.wait_for_work(self.cfg.queue.poll_s),
-                ]
-                if self.tasks:
-                    waiters.append(
-                        asyncio.wait(list(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
-                    )
-                await _wait_any(*waiters)
+            person, idle = None, False
+            if not self._disk_ok():
+                idle = True
+            else:
+                try:
+                    async with self.claiming:
+                        person = await self._claim()
+                        if person is not None:
+                            task = asyncio.create_task(
+                                self._work(person, slots), name=f"person-{person.id}"
+                            )
+                            self.tasks[person.id] = task
+                except Exception as exc:  # noqa: BLE001 - a busy or full database must not end us
+                    log.warning("claim_failed", error=_one_line(exc))
+            if person is not None:
                 continue
-            task = asyncio.create_task(self._work(person, slots), name=f"person-{person.id}")
-            self.tasks[person.id] = task
+            slots.release()
+            if once and not self.tasks and (idle or not await self._more_now_safe()):
+                break
+            # Sleep until work is announced (PostgreSQL NOTIFY) or the poll interval passes,
+            # a person finishes or we are stopped.
+            waiters: list[Coroutine[Any, Any, object]] = [
+                self.stop.wait(),
+                self.store.wait_for_work(self.cfg.queue.poll_s),
+            ]
+            if self.tasks:
+                waiters.append(
+                    asyncio.wait(list(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
+                )
+            await _wait_any(*waiters)
+
+    def _disk_ok(self) -> bool:
+        """Below queue.min_free_mb free on the data folder's disk nothing new is claimed."""
+        floor = self.cfg.queue.min_free_mb
+        if floor <= 0:
+            return True
+        try:
+            free_mb = shutil.disk_usage(self.cfg.data_dir).free / 1e6
+        except OSError:
+            return True
+        low = free_mb < floor
+        if low != self.disk_low:
+            self.disk_low = low
+            if low:
+                log.error(
+                    "disk_space_low",
+                    free_mb=round(free_mb, 1),
+                    min_free_mb=floor,
+                    data_dir=str(self.cfg.data_dir),
+                    claiming=False,
+                )
+            else:
+                log.info("disk_space_ok", free_mb=round(free_mb, 1), claiming=True)
+        return not low
+
+    async def _more_now_safe(self) -> bool:
+        try:
+            return await self._more_now()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("claim_failed", error=_one_line(exc))
+            return True
 
     async def _take_slot(self, slots: asyncio.Semaphore) -> bool:
         """Wait for a free slot; False (holding nothing) when stop is requested first."""
@@ -136,13 +193,6 @@ class Daemon:
         return False
 
     async def _claim(self) -> Person | None:
-        self.claiming = True
-        try:
-            return await self._claim_one()
-        finally:
-            self.claiming = False
-
-    async def _claim_one(self) -> Person | None:
         if self.only_ids is None:
             return await self.store.claim(self.owner, self.cfg.queue.lease_s)
         while self.only_ids:
@@ -173,27 +223,69 @@ class Daemon:
                 log.warning("lease_lost", error=str(exc))
             except PermanentStageError as exc:
                 log.error("person_failed", error=str(exc), permanent=True)
-                await asyncio.shield(self.store.fail_permanently(pid, self.owner, _one_line(exc)))
+                await self._record(self.store.fail_permanently(pid, self.owner, _one_line(exc)))
             except Exception as exc:  # noqa: BLE001 - any stage error is retried with backoff
-                delay = backoff_delay(self.cfg, person.attempts)
-                error = _one_line(exc)
-                result = await asyncio.shield(
-                    self.store.fail_attempt(
-                        pid, self.owner, error, self.cfg.queue.max_attempts, delay
-                    )
-                )
-                state = result[0] if result else "lost"
-                event = "person_failed" if state == "failed" else "person_retry_scheduled"
-                log.warning(
-                    event,
-                    error=error,
-                    attempts=result[1] if result else None,
-                    retry_in_s=round(delay, 1) if state == "queued" else None,
-                    exc_info=not isinstance(exc, FacequeueError),
-                )
+                await self._retry_later(person, exc)
             finally:
                 self.tasks.pop(pid, None)
                 slots.release()
+
+    async def _retry_later(self, person: Person, exc: Exception) -> None:
+        delay = backoff_delay(self.cfg, person.attempts)
+        error = _one_line(exc)
+        result = await self._record(
+            self.store.fail_attempt(
+                person.id, self.owner, error, self.cfg.queue.max_attempts, delay
+            )
+        )
+        state = result[0] if result else "lost"
+        event = "person_failed" if state == "failed" else "person_retry_scheduled"
+        log.warning(
+            event,
+            error=error,
+            attempts=result[1] if result else None,
+            retry_in_s=round(delay, 1) if state == "queued" else None,
+            exc_info=not isinstance(exc, (FacequeueError, OSError)),
+        )
+
+    async def _record(self, write):
+        """An outcome write, shielded from cancellation; if even the store's retries fail,
+        the heartbeat hands the lease back (release_orphans) instead of ending the daemon."""
+        try:
+            return await asyncio.shield(write)
+        except Exception as exc:  # noqa: BLE001
+            log.error("outcome_not_recorded", error=_one_line(exc))
+            return None
+
+    async def _sweep_files(self) -> None:
+        """Crash leftovers: temp files of dead processes, and (when no other daemon shares
+        the data folder) files no row references. Never fatal."""
+        from facequeue.ops.sweep import sweep
+
+        try:
+            stale_s = liveness.STALE_HEARTBEATS * self.cfg.queue.heartbeat_s
+            others = [
+                d
+                for d in await self.store.other_daemons(self.owner)
+                if not liveness.dead_reason(d, self.host, self.boot, stale_s)
+            ]
+            live = {owner_tag(d.host, d.pid) for d in others} | {owner_tag()}
+            await sweep(self.cfg, self.store, others_alive=bool(others), live=live)
+            _sweep_tmp(self.cfg.tmp_dir, live)
+        except Exception as exc:  # noqa: BLE001 - a failed sweep must not stop the queue
+            log.warning("sweep_failed", error=_one_line(exc))
+
+    async def _take_over_dead(self) -> int:
+        """Requeue at once the people held by daemons that are known dead."""
+        stale_s = liveness.STALE_HEARTBEATS * self.cfg.queue.heartbeat_s
+        taken = 0
+        for d in await self.store.other_daemons(self.owner):
+            why = liveness.dead_reason(d, self.host, self.boot, stale_s)
+            if why:
+                people = await self.store.take_over(d.id)
+                taken += len(people)
+                log.warning("daemon_taken_over", daemon=d.id, why=why, people=people)
+        return taken
 
     async def _release(self, pid: int) -> None:
         try:
@@ -202,31 +294,35 @@ class Daemon:
             log.warning("release_failed", person_id=pid, error=str(exc))
 
     async def _heartbeat(self) -> None:
-        """Renew leases of people in flight, note we are alive, reclaim expired leases."""
+        """Renew leases of people in flight, note we are alive, take over dead daemons."""
         while True:
             await asyncio.sleep(self.cfg.queue.heartbeat_s)
-            try:
-                owned = set(await self.store.renew_leases(self.owner, self.cfg.queue.lease_s))
-                for pid, task in list(self.tasks.items()):
-                    if pid not in owned and not task.done():
-                        log.warning("lease_lost", person_id=pid)
-                        task.cancel()
-                await self._release_orphans(owned)
-                await self.store.beat_daemon(self.owner, len(self.tasks))
-                reclaimed = await self.store.reclaim_expired()
-                if reclaimed:
-                    log.info("leases_reclaimed", people=[r.id for r in reclaimed])
-            except Exception as exc:  # noqa: BLE001 - a busy database must not kill the daemon
-                log.warning("heartbeat_failed", error=str(exc))
+            for step in (self._renew, self._beat, self._take_over_dead, self._reclaim):
+                try:
+                    await step()
+                except Exception as exc:  # noqa: BLE001 - a busy database must not kill us
+                    log.warning("heartbeat_failed", step=step.__name__, error=_one_line(exc))
 
-    async def _release_orphans(self, owned: set[int]) -> None:
-        """Leases we hold without working on them: a claim committed whose answer was lost
-        with the connection. Released, or they would be renewed forever."""
-        if self.claiming:
-            return
-        for pid in owned - set(self.tasks):
-            log.warning("orphan_lease_released", person_id=pid)
-            await self.store.release(pid, self.owner)
+    async def _renew(self) -> None:
+        live = {pid for pid, task in self.tasks.items() if not task.done()}
+        owned = set(await self.store.renew_leases(self.owner, self.cfg.queue.lease_s, live))
+        for pid in live - owned:
+            task = self.tasks.get(pid)
+            if task is not None and not task.done():
+                log.warning("lease_lost", person_id=pid)
+                task.cancel()
+        async with self.claiming:
+            orphans = await self.store.release_orphans(self.owner, list(self.tasks))
+        if orphans:
+            log.warning("orphan_leases_released", people=orphans)
+
+    async def _beat(self) -> None:
+        await self.store.beat_daemon(self.owner, len(self.tasks))
+
+    async def _reclaim(self) -> None:
+        reclaimed = await self.store.reclaim_expired()
+        if reclaimed:
+            log.info("leases_reclaimed", people=[r.id for r in reclaimed])
 
     async def _shutdown(self) -> None:
         if not self.tasks:

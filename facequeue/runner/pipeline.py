@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from facequeue import layout
 from facequeue.config import Config
-from facequeue.errors import PermanentStageError
-from facequeue.files import atomic_copy
+from facequeue.errors import PermanentStageError, StageError
+from facequeue.files import atomic_copy, remove_unlisted
 from facequeue.stages.originals import delete_originals
 from facequeue.store import (
     Analyzed,
@@ -195,25 +195,27 @@ class Stages:
         log.info("search_results", provider=provider.name, results=len(results))
         return None
 
-    # -- download ------------------------------------------------------------------------
+    # -- download (and analysis as images arrive) ----------------------------------------
     async def download(self, person: Person) -> StageResult:
+        """Each image is analysed once stored, overlapping the downloads; rows record progress."""
         downloader = await self.res.downloader()
         pending = await self.store.images_of(person.id, ImageState.PENDING)
-        raw_dir = self.cfg.raw_dir
+        ready = await self.store.images_of(person.id, ImageState.DOWNLOADED)
 
         async def one(img: Image) -> None:
             if img.provider == "folder":
-                outcome = await downloader.ingest_file(Path(img.url), raw_dir)
+                outcome = await downloader.ingest_file(Path(img.url), self.cfg.raw_dir)
             else:
-                outcome = await downloader.fetch(img.url, raw_dir)
+                outcome = await downloader.fetch(img.url, self.cfg.raw_dir)
             if outcome.ok:
                 # a successful outcome always has its file, digest and size
                 assert outcome.sha256 and outcome.path and outcome.size is not None
+                raw_path = layout.relative(self.cfg, outcome.path)
                 await self.store.mark_downloaded(
                     img.id,
                     Downloaded(
                         sha256=outcome.sha256,
-                        raw_path=layout.relative(self.cfg, outcome.path),
+                        raw_path=raw_path,
                         final_url=outcome.final_url,
                         content_type=outcome.content_type,
                         bytes=outcome.size,
@@ -221,6 +223,9 @@ class Stages:
                         height=outcome.height,
                         format=outcome.format,
                     ),
+                )
+                await self._analyze_one(
+                    person, replace(img, state=ImageState.DOWNLOADED, raw_path=raw_path)
                 )
             else:
                 log.info(
@@ -233,56 +238,60 @@ class Stages:
                     img.id, outcome.reason or "download_failed", outcome.detail
                 )
 
-        await asyncio.gather(*(one(img) for img in pending))
+        await all_or_cancel(
+            [self._analyze_one(person, img) for img in ready] + [one(img) for img in pending]
+        )
         return None
 
     # -- analyze -------------------------------------------------------------------------
     async def analyze(self, person: Person) -> StageResult:
+        """Images downloaded but not analysed yet (normally none: see download)."""
         todo = await self.store.images_of(person.id, ImageState.DOWNLOADED)
-        if not todo:
-            return None
+        await all_or_cancel([self._analyze_one(person, img) for img in todo])
+        return None
+
+    async def _analyze_one(self, person: Person, img: Image) -> None:
+        assert img.raw_path is not None  # a downloaded image has its raw file
+        raw = layout.absolute(self.cfg, img.raw_path)
+        if not raw.is_file():
+            # Shared by content: another person's curation deleted it. Download it again.
+            await self.store.image_back_to_pending(img.id)
+            raise StageError(f"raw file of image {img.id} vanished; it is downloaded again")
         pool = await self.res.pool()
         crops = layout.candidates_dir(self.cfg, person)
         margin = self.cfg.curation.crop_margin
-
-        async def one(img: Image) -> None:
-            assert img.raw_path is not None  # a downloaded image has its raw file
-            raw = layout.absolute(self.cfg, img.raw_path)
-            fa = await pool.analyze(str(raw))
-            face_path = None
-            if fa.status == "ok" and fa.faces:
-                dest = crops / f"{img.id}.jpg"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                await pool.crop(str(raw), fa.faces[0], margin, str(dest))
-                face_path = layout.relative(self.cfg, dest)
-            log.debug(
-                "image_analyzed",
-                image_id=img.id,
-                status=fa.status,
-                faces=len(fa.faces),
-                timings=fa.timings,
-            )
-            await self.store.record_analysis(
-                img.id,
-                Analyzed(
-                    analysis_status=fa.status,
-                    detail=fa.detail,
-                    faces_json=json.dumps(
-                        [[f.x, f.y, f.w, f.h, round(f.confidence, 4)] for f in fa.faces]
-                    ),
-                    face_count=len(fa.faces),
-                    blur=fa.blur,
-                    brightness=fa.brightness,
-                    contrast=fa.contrast,
-                    embedding=fa.embedding,
-                    phash=fa.phash,
-                    timings_json=json.dumps(fa.timings),
-                    face_path=face_path,
+        fa = await pool.analyze(str(raw))
+        face_path = None
+        if fa.status == "ok" and fa.faces:
+            dest = crops / f"{img.id}.jpg"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            await pool.crop(str(raw), fa.faces[0], margin, str(dest))
+            face_path = layout.relative(self.cfg, dest)
+        log.debug(
+            "image_analyzed",
+            image_id=img.id,
+            status=fa.status,
+            faces=len(fa.faces),
+            timings=fa.timings,
+        )
+        await self.store.record_analysis(
+            img.id,
+            Analyzed(
+                analysis_status=fa.status,
+                detail=fa.detail,
+                faces_json=json.dumps(
+                    [[f.x, f.y, f.w, f.h, round(f.confidence, 4)] for f in fa.faces]
                 ),
-            )
-
-        await asyncio.gather(*(one(img) for img in todo))
-        return None
+                face_count=len(fa.faces),
+                blur=fa.blur,
+                brightness=fa.brightness,
+                contrast=fa.contrast,
+                embedding=fa.embedding,
+                phash=fa.phash,
+                timings_json=json.dumps(fa.timings),
+                face_path=face_path,
+            ),
+        )
 
     # -- curate --------------------------------------------------------------------------
     async def curate(self, person: Person) -> StageResult:
@@ -310,13 +319,9 @@ class Stages:
                 phash=r.phash,
                 timings=json.loads(r.timings_json or "{}"),
             )
+            anchor = r.provider == "portrait"
             candidates.append(
-                curation.Candidate(
-                    image_id=r.id,
-                    rank=r.rank,
-                    analysis=fa,
-                    anchor=r.provider == "portrait",
-                )
+                curation.Candidate(image_id=r.id, rank=r.rank, analysis=fa, anchor=anchor)
             )
         params = curation.CurationParams.from_config(self.cfg)
         # reviewer decisions (facequeue serve) are sticky: applied on top of every curation
@@ -331,7 +336,7 @@ class Stages:
             row = by_id[d.image_id]
             crop_rel = None
             if d.state == "accepted":
-                dest = out_dir / accepted_name(person, row)
+                dest = out_dir / layout.accepted_name(person.slug, row.created_at, row.id)
                 writes.append(self._write_accepted(person, row, dest, d))
                 crop_rel = layout.relative(self.cfg, dest)
                 keep.update({dest.name, dest.with_suffix(".json").name})
@@ -351,7 +356,7 @@ class Stages:
             *writes
         )  # crops + sidecars first, rows after: never a row without its file
         await self.store.record_curation(updates)
-        _remove_unlisted(out_dir, keep)
+        remove_unlisted(out_dir, keep)
         if not self.cfg.curation.keep_originals:
             await delete_originals(self.cfg, self.store, person.id, rows)
         accepted = sum(1 for d in result.decisions if d.state == "accepted")
@@ -401,18 +406,14 @@ class Stages:
         return (state, reason)
 
 
-def accepted_name(person: Person, row: Image) -> str:
-    """Stable, unique crop name in the seed's style: Name_YYYYMMDD_HHMMSS_<image id>.jpg."""
-    stamp = (row.created_at or "")[:19].replace("-", "").replace(":", "").replace("T", "_")
-    return f"{person.slug}_{stamp or 'undated'}_{row.id}.jpg"
-
-
-def _remove_unlisted(folder: Path, keep: set[str]) -> None:
-    """After (re)curation the folder holds exactly the accepted crops and their sidecars."""
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        if path.name not in keep and path.is_file():
-            path.unlink(missing_ok=True)
-    if not any(folder.iterdir()):
-        folder.rmdir()
+async def all_or_cancel(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run a stage's per-image coroutines; the first failure cancels and awaits the rest
+    before it is raised: nothing writes after the stage failed."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -1,64 +1,56 @@
-"""Polite concurrent image downloader: limits, retries, SSRF guard, robots, content checks.
+"""Polite concurrent image downloader: limits, retries, deadline, content checks, storage.
 
-One aiohttp session per daemon (`make_session`). `Downloader.fetch` streams a URL to a temp
-file under `cfg.tmp_dir` (size capped while streaming), checks the bytes are a real image,
-then renames it atomically to content-addressed storage `dest_dir/<sha[:2]>/<sha>.<ext>`.
-Every expected failure is a `DownloadOutcome` with a snake_case `reason`, never an exception.
+One aiohttp session per daemon (`make_session`). `Downloader.fetch` reads a body (memory,
+or spooled when large: `stages/bodies.py`), checks it cheaply (`stages/imagecheck.py`; the
+analysis worker does the full decode), renames it into content-addressed storage
+`dest_dir/<sha[:2]>/<sha>.<ext>` with one thread hop, and returns once it is durable
+(batched syncs: `stages/durable.py`). `download.deadline_s` bounds a whole fetch. Address
+guard: `stages/addresses.py`; robots: `stages/robots.py`. Every expected failure is a
+`DownloadOutcome` with a snake_case `reason`, never an exception.
 """
 
 from __future__ import annotations
 
-import asyncio  # noqa: E401
+import asyncio
 import contextlib
 import contextvars
-import errno
-import hashlib
-import ipaddress
-import os
-import random  # noqa: E401
-import re
-import shutil
-import socket
 import time
-import warnings
-from collections import OrderedDict
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from itertools import count
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
-from urllib.robotparser import RobotFileParser
+from urllib.parse import urljoin
 
-import aiofiles
 import aiohttp
 import structlog
-from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import DefaultResolver
-from PIL import Image, UnidentifiedImageError
+from yarl import URL
 
 from facequeue.config import Config
-from facequeue.files import owner_is_dead, temp_name
-from facequeue.retry import retry_after_seconds
+from facequeue.files import local_io_error, owner_is_dead, owner_tag, temp_name
+from facequeue.retry import next_delay, retry_after_seconds
+from facequeue.stages.addresses import (
+    AddressPolicy,
+    BlockedAddress,
+    GuardedConnector,
+    check_url,
+    guard,
+)
+from facequeue.stages.bodies import Body, TooLarge, place, read_file, read_response
+from facequeue.stages.durable import SyncBatcher
+from facequeue.stages.imagecheck import FORMATS, check_image, inspect_image
+from facequeue.stages.robots import REDIRECT_STATUSES, RobotsCache, x_robots_blocked
+
+__all__ = ["FORMATS", "DownloadOutcome", "Downloader", "check_image", "make_session"]
 
 log = structlog.get_logger()
 
-CHUNK = 64 * 1024
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-ROBOTS_TTL_S = 24 * 3600.0
-ROBOTS_MAX_BYTES = 512 * 1024
-ROBOTS_CACHE_SIZE = 4096
 TMP_PREFIX = "dl-"
-# Formats accepted (detected from content by Pillow) -> file extension. Never EPS & co.
-FORMATS = {
-    "JPEG": "jpg",
-    "MPO": "jpg",
-    "PNG": "png",
-    "WEBP": "webp",
-    "GIF": "gif",
-    "BMP": "bmp",
-    "TIFF": "tif",
-    "AVIF": "avif",
-}
+# The running fetch's deadline (asyncio.timeout), armed by the first slot it gets.
+_deadline: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+    "facequeue_download_deadline", default=None
+)
 ACCEPT = "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8"
-_XR_VALUED = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
 
 
 @dataclass(frozen=True)
@@ -79,8 +71,8 @@ class DownloadOutcome:
 
 def _fail(
     url: str,
-    reason: str | None,
-    detail: str | None,
+    reason: str,
+    detail: str,
     final_url: str | None = None,
     content_type: str | None = None,
     size: int | None = None,
@@ -90,81 +82,10 @@ def _fail(
     )
 
 
-# ---------------------------------------------------------------- address guard (SSRF)
-
-
-class BlockedAddress(OSError):
-    """A host resolved to an address the download policy refuses."""
-
-
-class AddressPolicy:
-    def __init__(self, allow_private: bool, allowed_networks: list[str] | tuple[str, ...] = ()):
-        self.allow_private = allow_private
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
-
-    def refuses(self, ip: str) -> str | None:
-        """Why this address is refused ("loopback", "private"...), or None if allowed."""
-        try:
-            addr = ipaddress.ip_address(ip.split("%", 1)[0])
-        except ValueError:
-            return "unparsable"
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        if any(addr in net for net in self.networks):
-            return None
-        if addr.is_multicast:
-            return "multicast"
-        if self.allow_private or addr.is_global:
-            return None
-        return next(
-            (
-                label.replace("_", "-")
-                for label in ("loopback", "link_local", "private", "unspecified", "reserved")
-                if getattr(addr, f"is_{label}")
-            ),
-            "non-global",
-        )
-
-
-# Set by Downloader.fetch for the duration of a download: the resolver checks addresses only
-# then, so API calls to configured endpoints through the same session are not affected.
-_guard: contextvars.ContextVar[AddressPolicy | None] = contextvars.ContextVar(
-    "facequeue_download_guard", default=None
-)
-
-
-class GuardedResolver(AbstractResolver):
-    """Wraps aiohttp's resolver; refuses a host if any of its addresses is refused."""
-
-    def __init__(self, inner: AbstractResolver | None = None) -> None:
-        self._inner = inner or DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ):
-        infos = await self._inner.resolve(host, port, family)
-        policy = _guard.get()
-        if policy is not None:
-            for info in infos:
-                why = policy.refuses(info["host"])
-                if why:
-                    raise BlockedAddress(f"{host} resolves to {why} address {info['host']}")
-        return infos
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
 def make_session(cfg: Config) -> aiohttp.ClientSession:
-    """The daemon's single HTTP session: connector limits, guarded resolver, User-Agent."""
+    """The daemon's single HTTP session: connector limits, address guard, User-Agent."""
     d = cfg.download
-    # No DNS cache: every new connection is resolved, and so checked, in its own context.
-    connector = aiohttp.TCPConnector(
-        limit=d.concurrency,
-        limit_per_host=d.per_host,
-        resolver=GuardedResolver(),
-        use_dns_cache=False,
-    )
+    connector = GuardedConnector(limit=d.concurrency, limit_per_host=d.per_host)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=_timeout(cfg),
@@ -181,111 +102,6 @@ def _timeout(cfg: Config) -> aiohttp.ClientTimeout:
     )
 
 
-# ---------------------------------------------------------------- content checks (thread side)
-
-
-def _sniff(path: Path) -> str:
-    with open(path, "rb") as f:
-        head = f.read(512)
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if not head:
-        return "empty body"
-    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
-        return "HTML page, not an image"
-    return (
-        "markup (HTML/XML/SVG), not a raster image"
-        if text.startswith(b"<")
-        else f"unrecognised data starting {head[:8].hex()}"
-    )
-
-
-def check_image(
-    path: Path, max_pixels: int, min_side: int
-) -> tuple[str | None, str, str | None, int | None, int | None]:
-    """(reason or None, detail, format, width, height) for the file, by content only.
-
-    Size comes from the header and is checked before anything is decoded; then the whole
-    image is decoded (a truncated file fails here). Width/height are after EXIF orientation.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(path, formats=_open_formats())
-        except Image.DecompressionBombError as exc:
-            return "too_many_pixels", f"decompression bomb: {exc}", None, None, None
-        except UnidentifiedImageError:
-            return "not_an_image", _sniff(path), None, None, None
-        except Exception as exc:  # noqa: BLE001 - any parser failure is "unreadable"
-            return "unreadable", f"header does not parse: {exc}", None, None, None
-        with im:
-            fmt = im.format or "?"
-            w, h = im.size
-            if w * h > max_pixels:
-                return (
-                    "too_many_pixels",
-                    f"{w}x{h} = {w * h} pixels > {max_pixels}",
-                    fmt.lower(),
-                    w,
-                    h,
-                )
-            try:
-                orientation = im.getexif().get(0x0112, 1)
-            except Exception:  # noqa: BLE001 - a broken EXIF block is not fatal
-                orientation = 1
-            if orientation in (5, 6, 7, 8):
-                w, h = h, w
-            if min(w, h) < min_side:
-                return "too_small", f"{w}x{h} is below {min_side} px", fmt.lower(), w, h
-            try:
-                im.load()
-            except Exception as exc:  # noqa: BLE001
-                return "unreadable", f"{fmt} does not decode: {exc}", fmt.lower(), w, h
-    return None, f"{fmt} {w}x{h}", fmt.lower(), w, h
-
-
-def _open_formats() -> list[str]:
-    Image.init()
-    return [f for f in FORMATS if f in Image.OPEN]  # MPO comes out of the JPEG opener
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _finish(tmp: Path, sha: str, dest_dir: Path, max_pixels: int, min_side: int):
-    """Thread side: check the temp file, then move it into content-addressed storage."""
-    reason, detail, fmt, w, h = check_image(tmp, max_pixels, min_side)
-    if reason or not fmt:
-        return reason, detail, fmt, w, h, None
-    dest = dest_dir / sha[:2] / f"{sha}.{FORMATS[fmt.upper()]}"
-    if dest.exists():
-        return None, f"{detail}, already stored", fmt, w, h, dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _fsync(tmp)
-    try:
-        os.replace(tmp, dest)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        part = dest.parent / temp_name(sha, "part")  # other filesystem: copy, then rename
-        try:
-            shutil.copyfile(tmp, part)
-            _fsync(part)
-            os.replace(part, dest)
-        finally:
-            part.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        _fsync(dest.parent)
-    return None, detail, fmt, w, h, dest
-
-
-# ---------------------------------------------------------------- downloader
-
-
 @dataclass
 class _Step:
     kind: str  # ok | fail | retry | redirect
@@ -293,10 +109,17 @@ class _Step:
     detail: str | None = None
     delay: float | None = None
     location: str | None = None
-    tmp: Path | None = None
-    sha: str | None = None
+    body: Body | None = None
     size: int | None = None
     content_type: str | None = None
+
+
+def _network_error(exc: Exception) -> _Step:
+    """A failed transfer is retried; a write that failed on our own disk fails the stage."""
+    local = None if isinstance(exc, aiohttp.ClientError) else local_io_error(exc)
+    if local is not None:
+        raise local from None
+    return _Step("retry", "connection_error", f"{type(exc).__name__}: {exc}")
 
 
 class Downloader:
@@ -309,12 +132,15 @@ class Downloader:
         self._timeout = _timeout(cfg)
         self._headers = {"User-Agent": cfg.user_agent, "Accept": ACCEPT}
         self._global = asyncio.Semaphore(d.concurrency)
-        self._hosts: dict[str, list] = {}  # netloc -> [Semaphore, users]; dropped when unused
-        self._robots: OrderedDict[str, tuple[float, RobotFileParser | None]] = OrderedDict()
-        self._robots_locks: dict[str, asyncio.Lock] = {}
+        self._hosts: dict[str, list] = {}  # host:port -> [Semaphore, users]; dropped when unused
+        self._robots = RobotsCache(cfg, lambda: self.session, self._slot, self._check_url)
         self._ua_token = (cfg.user_agent.split("/")[0].split() or ["*"])[0].lower()
         self._block = {v.strip().lower() for v in d.x_robots_block}
+        self._sync = SyncBatcher()
         self._swept = False
+        # owner-tagged (host~pid) so a sweep on shared storage removes only dead owners' temps
+        self._tmp_token, self._tmp_count = f"{owner_tag()}~{uuid.uuid4().hex[:8]}", count()
+        self._tmp_dir = str(cfg.tmp_dir)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -336,14 +162,29 @@ class Downloader:
     # -- public
 
     async def fetch(self, url: str, dest_dir: Path) -> DownloadOutcome:
-        token = _guard.set(self._policy)
+        token = guard.set(self._policy)
+        deadline = self.cfg.download.deadline_s
         try:
-            out = await self._fetch(url, Path(dest_dir))
+            # Armed when the fetch first holds a slot (see _slot): waiting behind a busy host
+            # does not count; retries, redirects and slow bodies do. Storing is local: after.
+            async with asyncio.timeout(None) as cm:
+                token_cm = _deadline.set(cm)
+                try:
+                    got = await self._fetch(url)
+                finally:
+                    _deadline.reset(token_cm)
+            out = (
+                got if isinstance(got, DownloadOutcome) else await self._store(url, *got, dest_dir)
+            )
+        except TimeoutError:
+            out = _fail(url, "deadline", f"not done within download.deadline_s = {deadline:g} s")
         except Exception as exc:  # noqa: BLE001 - a bug must not take the batch down
+            if (local := local_io_error(exc)) is not None:
+                raise local from None
             log.error("download_internal_error", url=url, error=f"{type(exc).__name__}: {exc}")
             return _fail(url, "internal_error", f"{type(exc).__name__}: {exc}")
         finally:
-            _guard.reset(token)
+            guard.reset(token)
         if not out.ok:
             log.info("download_rejected", url=url, reason=out.reason, detail=out.detail)
         return out
@@ -357,123 +198,76 @@ class Downloader:
             return _fail(url, "missing_file", f"cannot read {src}: {exc.strerror}")
         if not src.is_file():
             return _fail(url, "not_a_file", f"{src} is not a regular file")
-        if st.st_size > self.cfg.download.max_bytes:
-            return _fail(
-                url,
-                "too_large",
-                f"{st.st_size} bytes > {self.cfg.download.max_bytes}",
-                size=st.st_size,
-            )
-        tmp = self._tmp_path()
+        if st.st_size > (cap := self.cfg.download.max_bytes):
+            return _fail(url, "too_large", f"{st.st_size} bytes > {cap}", size=st.st_size)
         try:
-            digest = hashlib.sha256()
-            size = 0
-            async with aiofiles.open(src, "rb") as fin, aiofiles.open(tmp, "wb") as fout:
-                while chunk := await fin.read(CHUNK):
-                    size += len(chunk)
-                    digest.update(chunk)
-                    await fout.write(chunk)
-            step = _Step("ok", tmp=tmp, sha=digest.hexdigest(), size=size)
-            return await self._store(url, url, step, Path(dest_dir))
+            body = await asyncio.to_thread(read_file, src, self._tmp_path())
         except OSError as exc:
-            return _fail(url, "unreadable", f"cannot copy {src}: {exc.strerror or exc}")
-        finally:
-            tmp.unlink(missing_ok=True)
+            if (local := local_io_error(exc)) is not None and exc.filename != str(src):
+                raise local from None  # our disk (the spool), not the source file
+            return _fail(url, "unreadable", f"cannot read {src}: {exc.strerror or exc}")
+        return await self._store(url, url, _Step("ok", body=body, size=body.size), Path(dest_dir))
 
     # -- internals
 
-    async def _fetch(self, url: str, dest_dir: Path) -> DownloadOutcome:
+    async def _fetch(self, url: str) -> DownloadOutcome | tuple[str, _Step]:
+        """A failure, or (final URL, step holding the body) to be stored."""
         d = self.cfg.download
         current, hops, attempt, seen = url, 0, 0, {url}
         while True:
-            bad = self._check_url(current)
+            try:
+                u = URL(current)  # parsed once per hop: checked, then handed to aiohttp as is
+            except (ValueError, TypeError) as exc:
+                return _fail(url, "bad_url", f"invalid URL: {exc}", final_url=current)
+            bad = check_url(self._policy, u)
             if bad:
                 return _fail(url, *bad, final_url=current)
-            if d.honor_robots_txt and not await self._robots_allow(current):
-                return _fail(
-                    url,
-                    "robots_txt",
-                    f"robots.txt of {urlsplit(current).netloc} disallows this URL",
-                    final_url=current,
-                )
-            step = await self._attempt(current)
+            if d.honor_robots_txt and not await self._robots.allows(u):
+                why = f"robots.txt of {u.host} disallows this URL"
+                return _fail(url, "robots_txt", why, final_url=current)
+            step = await self._attempt(u)
             if step.kind == "redirect":
-                hops += 1
-                if step.location in seen:
-                    return _fail(
-                        url,
-                        "too_many_redirects",
-                        f"redirect loop at {step.location}",
-                        final_url=current,
-                    )
+                hops, location = hops + 1, step.location or ""
+                if location in seen:
+                    why = f"redirect loop at {location}"
+                    return _fail(url, "too_many_redirects", why, final_url=current)
                 if hops > d.max_redirects:
-                    return _fail(
-                        url,
-                        "too_many_redirects",
-                        f"more than {d.max_redirects} redirects",
-                        final_url=current,
-                    )
-                assert step.location is not None  # a redirect step has its target
-                seen.add(step.location)
-                current = step.location
+                    why = f"more than {d.max_redirects} redirects"
+                    return _fail(url, "too_many_redirects", why, final_url=current)
+                seen.add(location)
+                current = location
                 continue
             if step.kind == "retry":
                 attempt += 1
                 if attempt > d.retries:
-                    return _fail(
-                        url,
-                        step.reason,
-                        f"{step.detail} (gave up after {attempt} attempts)",
-                        final_url=current,
-                    )
-                if step.delay is not None:
-                    delay = min(step.delay, d.retry_after_max_s)
-                else:
-                    delay = d.retry_backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-                log.info(
-                    "download_retry",
-                    url=current,
-                    reason=step.reason,
-                    attempt=attempt,
-                    delay_s=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
+                    why = f"{step.detail} (gave up after {attempt} attempts)"
+                    return _fail(url, step.reason or "error", why, final_url=current)
+                await self._back_off(current, step, attempt)
                 continue
             if step.kind == "fail":
                 return _fail(
                     url,
-                    step.reason,
-                    step.detail,
+                    step.reason or "error",
+                    step.detail or "",
                     final_url=current,
                     content_type=step.content_type,
                     size=step.size,
                 )
-            try:
-                return await self._store(url, current, step, dest_dir)
-            finally:
-                if step.tmp is not None:
-                    step.tmp.unlink(missing_ok=True)
+            return current, step
 
-    def _check_url(self, url: str) -> tuple[str, str] | None:
-        try:
-            parts = urlsplit(url)
-            host = parts.hostname
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            return "bad_url", f"invalid URL: {exc}"
-        if parts.scheme.lower() not in ("http", "https"):
-            return "bad_scheme", f"scheme {parts.scheme or '(none)'!r} is not http(s)"
-        if not host:
-            return "bad_url", "URL has no host"
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            return None  # a name: checked by the resolver once resolved
-        why = self._policy.refuses(host)
-        return ("private_address", f"{host} is a {why} address") if why else None
+    async def _back_off(self, url: str, step: _Step, attempt: int) -> None:
+        d = self.cfg.download
+        delay = next_delay(d.retry_backoff_s, attempt - 1, step.delay, d.retry_after_max_s)
+        log.info(
+            "download_retry", url=url, reason=step.reason, attempt=attempt, delay_s=round(delay, 3)
+        )
+        await asyncio.sleep(delay)
+
+    def _check_url(self, url: str | URL) -> tuple[str, str] | None:
+        return check_url(self._policy, url)
 
     @contextlib.asynccontextmanager
-    async def _slot(self, key: str):
+    async def _slot(self, key: str) -> AsyncIterator[None]:
         """Per-host slot first, then a global one: waiting for a busy host holds no global slot."""
         entry = self._hosts.get(key)
         if entry is None:
@@ -481,11 +275,21 @@ class Downloader:
         entry[1] += 1
         try:
             async with entry[0], self._global:
+                cm = _deadline.get()
+                if cm is not None and cm.when() is None:
+                    loop = asyncio.get_running_loop()
+                    cm.reschedule(loop.time() + self.cfg.download.deadline_s)
                 yield
         finally:
             entry[1] -= 1
             if entry[1] == 0:
                 self._hosts.pop(key, None)
+
+    def _tmp_name(self) -> str:
+        """A temp file path as a string (cheap: Path objects cost more than the write)."""
+        if not self._swept:
+            self._tmp_path()
+        return f"{self._tmp_dir}/.{TMP_PREFIX}{next(self._tmp_count)}.{self._tmp_token}.part"
 
     def _tmp_path(self) -> Path:
         tmp_dir = self.cfg.tmp_dir
@@ -500,68 +304,14 @@ class Downloader:
                         old.unlink()
         return tmp_dir / temp_name(TMP_PREFIX.rstrip("-"), "part")
 
-    async def _attempt(self, url: str) -> _Step:  # noqa: C901 - split on the net branch
+    async def _attempt(self, url: URL) -> _Step:
         d = self.cfg.download
-        tmp: Path | None = None
         try:
-            async with self._slot(urlsplit(url).netloc.lower()):
+            async with self._slot(f"{url.host}:{url.port}"):
                 async with self.session.get(
                     url, allow_redirects=False, timeout=self._timeout, headers=self._headers
                 ) as resp:
-                    st, ctype = resp.status, resp.headers.get("Content-Type")
-                    if st in REDIRECT_STATUSES:
-                        loc = resp.headers.get("Location")
-                        if not loc:
-                            return _Step("fail", "http_error", f"HTTP {st} without Location")
-                        return _Step("redirect", location=urljoin(url, loc))
-                    if st == 429 or st >= 500:
-                        return _Step(
-                            "retry",
-                            f"http_{st}",
-                            f"HTTP {st} {resp.reason or ''}".strip(),
-                            delay=retry_after_seconds(resp.headers.get("Retry-After")),
-                        )
-                    if st >= 400:
-                        return _Step("fail", f"http_{st}", f"HTTP {st} {resp.reason or ''}".strip())
-                    if st not in (200, 203):
-                        return _Step("fail", "http_error", f"unexpected HTTP {st}")
-                    if d.honor_x_robots_tag:
-                        blocked = self._x_robots_blocked(resp.headers.getall("X-Robots-Tag", []))
-                        if blocked:
-                            return _Step(
-                                "fail",
-                                "x_robots_tag",
-                                f"X-Robots-Tag: {blocked}",
-                                content_type=ctype,
-                            )
-                    length = resp.content_length
-                    if length is not None and length > d.max_bytes:
-                        return _Step(
-                            "fail",
-                            "too_large",
-                            f"Content-Length {length} > {d.max_bytes}",
-                            content_type=ctype,
-                            size=length,
-                        )
-                    tmp = self._tmp_path()
-                    digest, size = hashlib.sha256(), 0
-                    async with aiofiles.open(tmp, "wb") as f:
-                        async for chunk in resp.content.iter_chunked(CHUNK):
-                            size += len(chunk)
-                            if size > d.max_bytes:
-                                return _Step(
-                                    "fail",
-                                    "too_large",
-                                    f"body over {d.max_bytes} bytes",
-                                    content_type=ctype,
-                                )
-                            digest.update(chunk)
-                            await f.write(chunk)
-                    step = _Step(
-                        "ok", tmp=tmp, sha=digest.hexdigest(), size=size, content_type=ctype
-                    )
-                    tmp = None  # handed over to the caller
-                    return step
+                    return await self._answer(url, resp)
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedAddress):
                 return _Step("fail", "private_address", str(exc.os_error))
@@ -578,116 +328,75 @@ class Downloader:
         except aiohttp.InvalidURL as exc:
             return _Step("fail", "bad_url", f"invalid URL: {exc}")
         except (aiohttp.ClientError, OSError) as exc:
-            return _Step("retry", "connection_error", f"{type(exc).__name__}: {exc}")
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+            return _network_error(exc)  # a spool write on our full disk fails the stage
+
+    async def _answer(self, url: URL, resp: aiohttp.ClientResponse) -> _Step:
+        d = self.cfg.download
+        st, ctype = resp.status, resp.headers.get("Content-Type")
+        if st in REDIRECT_STATUSES:
+            loc = resp.headers.get("Location")
+            if not loc:
+                return _Step("fail", "http_error", f"HTTP {st} without Location")
+            return _Step("redirect", location=urljoin(str(url), loc))
+        if st == 429 or st >= 500:
+            return _Step(
+                "retry",
+                f"http_{st}",
+                f"HTTP {st} {resp.reason or ''}".strip(),
+                delay=retry_after_seconds(resp.headers.get("Retry-After")),
+            )
+        if st >= 400:
+            return _Step("fail", f"http_{st}", f"HTTP {st} {resp.reason or ''}".strip())
+        if st not in (200, 203):
+            return _Step("fail", "http_error", f"unexpected HTTP {st}")
+        if d.honor_x_robots_tag:
+            blocked = self._x_robots_blocked(resp.headers.getall("X-Robots-Tag", []))
+            if blocked:
+                return _Step("fail", "x_robots_tag", f"X-Robots-Tag: {blocked}", content_type=ctype)
+        length = resp.content_length
+        if length is not None and length > d.max_bytes:
+            why = f"Content-Length {length} > {d.max_bytes}"
+            return _Step("fail", "too_large", why, content_type=ctype, size=length)
+        try:
+            body = await read_response(resp, d.max_bytes, self._tmp_path)
+        except TooLarge as exc:
+            return _Step("fail", "too_large", str(exc), content_type=ctype)
+        return _Step("ok", body=body, size=body.size, content_type=ctype)
 
     async def _store(
         self, url: str, final_url: str, step: _Step, dest_dir: Path
     ) -> DownloadOutcome:
-        d = self.cfg.download
-        assert step.tmp is not None and step.sha is not None  # an ok step has its body
-        reason, detail, fmt, w, h, path = await asyncio.to_thread(
-            _finish, step.tmp, step.sha, dest_dir, d.max_pixels, d.min_image_side
-        )
-        if reason:
-            return DownloadOutcome(
-                url,
-                False,
-                reason,
-                detail,
-                step.sha,
-                None,
-                final_url,
-                step.content_type,
-                step.size,
-                w,
-                h,
-                fmt,
-            )
+        d, body = self.cfg.download, step.body
+        assert body is not None
+        path = None
+        try:
+            if body.data is not None:  # in memory: checked on the event loop, microseconds
+                check = inspect_image(body.data, d.max_pixels, d.min_image_side)
+            else:
+                spool = body.spool or Path()
+                check = await asyncio.to_thread(
+                    inspect_image, spool, d.max_pixels, d.min_image_side
+                )
+            if check.reason is None:
+                ext, tmp = check.extension, self._tmp_name()
+                # durable when this returns, before the caller records a row for it
+                path = await self._sync.write(lambda: place(body, dest_dir, ext, tmp))
+        finally:
+            body.discard()
         return DownloadOutcome(
             url,
-            True,
-            None,
-            detail,
-            step.sha,
+            check.reason is None,
+            check.reason,
+            check.detail,
+            body.digest(),
             path,
             final_url,
             step.content_type,
             step.size,
-            w,
-            h,
-            fmt,
+            check.width,
+            check.height,
+            check.format,
         )
 
     def _x_robots_blocked(self, values: list[str]) -> str | None:
-        for value in values:
-            rest = value
-            m = re.match(r"\s*([A-Za-z0-9_.*-]+)\s*:\s*(.*)$", value)
-            if m and m.group(1).lower() not in _XR_VALUED:  # "<bot>: directives"
-                if m.group(1).lower() not in ("*", self._ua_token):
-                    continue
-                rest = m.group(2)
-            for token in rest.split(","):
-                if token.strip().lower() in self._block:
-                    return value.strip()
-        return None
-
-    async def _robots_allow(self, url: str) -> bool:
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}".lower()
-        entry = self._robots.get(origin)
-        if entry is None or entry[0] < time.monotonic():
-            lock = self._robots_locks.setdefault(origin, asyncio.Lock())
-            async with lock:
-                entry = self._robots.get(origin)
-                if entry is None or entry[0] < time.monotonic():
-                    entry = (time.monotonic() + ROBOTS_TTL_S, await self._fetch_robots(origin))
-                    self._robots[origin] = entry
-                    while len(self._robots) > ROBOTS_CACHE_SIZE:
-                        self._robots.popitem(last=False)
-            if not lock.locked():
-                self._robots_locks.pop(origin, None)
-        else:
-            self._robots.move_to_end(origin)
-        parser = entry[1]
-        return parser is None or parser.can_fetch(self.cfg.user_agent, url)
-
-    async def _fetch_robots(self, origin: str) -> RobotFileParser | None:
-        """Parsed robots.txt, or None (= everything allowed) when it is missing or unreachable."""
-        url = f"{origin}/robots.txt"
-        timeout = aiohttp.ClientTimeout(
-            total=min(self.cfg.download.total_timeout_s, 30.0),
-            sock_connect=self.cfg.download.connect_timeout_s,
-            sock_read=self.cfg.download.read_timeout_s,
-        )
-        try:
-            for _ in range(6):
-                if self._check_url(url):
-                    return None
-                async with self._slot(urlsplit(url).netloc.lower()):
-                    async with self.session.get(
-                        url,
-                        allow_redirects=False,
-                        timeout=timeout,
-                        headers={"User-Agent": self.cfg.user_agent},
-                    ) as resp:
-                        if resp.status in REDIRECT_STATUSES and resp.headers.get("Location"):
-                            url = urljoin(url, resp.headers["Location"])
-                            continue
-                        if resp.status != 200:
-                            return None
-                        body = b""
-                        while len(body) < ROBOTS_MAX_BYTES:
-                            chunk = await resp.content.read(ROBOTS_MAX_BYTES - len(body))
-                            if not chunk:
-                                break
-                            body += chunk
-                parser = RobotFileParser(url)
-                parser.parse(body.decode("utf-8", errors="replace").splitlines())
-                parser.modified()
-                return parser
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-            log.debug("robots_txt_unavailable", origin=origin, error=f"{type(exc).__name__}: {exc}")
-        return None
+        return x_robots_blocked(values, self._ua_token, self._block)

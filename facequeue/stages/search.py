@@ -24,6 +24,7 @@ import structlog
 from facequeue.config import Config
 from facequeue.errors import ConfigError, PermanentStageError, ProviderError
 from facequeue.retry import next_delay, retry_after_seconds
+from facequeue.stages.addresses import AddressPolicy, BlockedAddress, get_following
 
 log = structlog.get_logger()
 
@@ -97,7 +98,7 @@ def _plain(value: Any) -> str | None:
     return " ".join(text.split()) or None
 
 
-async def _get_json(  # noqa: C901 - split on the net branch
+async def _get_json(
     session: aiohttp.ClientSession,
     cfg: Config,
     name: str,
@@ -110,10 +111,13 @@ async def _get_json(  # noqa: C901 - split on the net branch
     attempts = cfg.search.retries + 1
     where = f"{urlsplit(url).netloc}{urlsplit(url).path}"
     timeout = aiohttp.ClientTimeout(total=timeout_s)
+    policy = AddressPolicy(cfg.download.allow_private_addresses, cfg.download.allowed_networks)
     for attempt in range(1, attempts + 1):
         delay = None
         try:
-            async with session.get(url, params=params, headers=headers, timeout=timeout) as resp:
+            async with await get_following(
+                session, policy, url, params=params, headers=headers, timeout=timeout
+            ) as resp:
                 status = resp.status
                 if status in (401, 403):
                     raise PermanentStageError(
@@ -129,21 +133,9 @@ async def _get_json(  # noqa: C901 - split on the net branch
                         "(check the endpoint and parameters in the config)"
                     )
                 else:
-                    body = bytearray()
-                    async for chunk in resp.content.iter_chunked(65536):
-                        body += chunk
-                        if len(body) > MAX_ANSWER_BYTES:
-                            raise ProviderError(f"{name}: answer from {where} is too large")
-                    try:
-                        return json.loads(body)
-                    except ValueError:
-                        raise ProviderError(f"{name}: malformed JSON from {where}") from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            problem = f"{type(exc).__name__} talking to {where}"
-            if isinstance(exc, aiohttp.ClientConnectorError):
-                problem = f"cannot connect to {where}"
-            elif isinstance(exc, asyncio.TimeoutError):
-                problem = f"timeout after {timeout_s}s from {where}"
+                    return await _read_json(resp, name, where)
+        except (TimeoutError, aiohttp.ClientError, BlockedAddress) as exc:
+            problem = _network_problem(exc, where, timeout_s)
         if attempt == attempts:
             log.warning("search_failed", provider=name, problem=problem, attempts=attempts)
             raise ProviderError(f"{name}: {problem} (after {attempts} attempts)")
@@ -155,6 +147,29 @@ async def _get_json(  # noqa: C901 - split on the net branch
         )
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+async def _read_json(resp: aiohttp.ClientResponse, name: str, where: str) -> Any:
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(65536):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise ProviderError(f"{name}: answer from {where} is too large")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ProviderError(f"{name}: malformed JSON from {where}") from None
+
+
+def _network_problem(exc: BaseException, where: str, timeout_s: float) -> str:
+    refused = getattr(exc, "os_error", exc)  # ours, or the connector's on a redirect hop
+    if isinstance(refused, BlockedAddress):
+        return f"{where} redirected to a refused address ({refused})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {where}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"timeout after {timeout_s}s from {where}"
+    return f"{type(exc).__name__} talking to {where}"
 
 
 def _ranked(results: list[dict[str, Any]], provider: str, limit: int) -> list[SearchResult]:

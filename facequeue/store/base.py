@@ -17,6 +17,7 @@ from facequeue.store.records import (
     Analyzed,
     Curated,
     DaemonInfo,
+    DaemonLiveness,
     Downloaded,
     Failure,
     GalleryCandidate,
@@ -99,8 +100,13 @@ class Store(Protocol):
         """Requeue running people whose lease has expired; returns them."""
         ...
 
-    async def renew_leases(self, owner: str, lease_s: float) -> list[int]:
-        """Extend every lease `owner` holds; returns the ids still held."""
+    async def renew_leases(self, owner: str, lease_s: float, live_ids: Iterable[int]) -> list[int]:
+        """Extend the leases `owner` holds on `live_ids` (the people it works on right now,
+        and no others); returns the ids still held."""
+        ...
+
+    async def release_orphans(self, owner: str, live_ids: Iterable[int]) -> list[int]:
+        """Requeue people `owner` holds a lease on but no longer works on; their ids."""
         ...
 
     async def still_own(self, person_id: int, owner: str) -> bool: ...
@@ -131,7 +137,8 @@ class Store(Protocol):
         ...
 
     async def retry_failed(self, person_id: int | None = None) -> list[int]:
-        """Requeue failed people (or one) with attempts reset; returns their ids."""
+        """Requeue failed people and people waiting for a scheduled retry (or one of them)
+        with attempts reset: claimable now; returns their ids."""
         ...
 
     async def requeue(self, person_id: int, stage: str) -> None:
@@ -157,7 +164,17 @@ class Store(Protocol):
         ...
 
     # -- daemons -------------------------------------------------------------------------
-    async def register_daemon(self, daemon_id: str, pid: int, host: str) -> None: ...
+    async def register_daemon(
+        self, daemon_id: str, pid: int, host: str, boot_id: str | None = None
+    ) -> None: ...
+
+    async def other_daemons(self, daemon_id: str) -> list[DaemonLiveness]:
+        """Daemons other than this one not known to have stopped, with heartbeat age."""
+        ...
+
+    async def take_over(self, daemon_id: str) -> list[int]:
+        """A daemon known dead: mark it stopped, requeue the people it held (their ids)."""
+        ...
 
     async def beat_daemon(self, daemon_id: str, in_flight: int) -> None: ...
 
@@ -207,6 +224,10 @@ class Store(Protocol):
 
     async def forget_raw_paths(self, image_ids: list[int]) -> None:
         """The raw originals of these images are being deleted: clear their paths."""
+        ...
+
+    async def image_back_to_pending(self, image_id: int) -> None:
+        """A downloaded image whose raw file is gone is downloaded again."""
         ...
 
     async def referenced_paths(self) -> set[str]:

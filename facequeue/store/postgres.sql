@@ -5,9 +5,11 @@
 
 -- name: insert_person
 INSERT INTO people (name, slug, country, occupation, search_name, source, wikidata_id,
-                    portrait_url, cross_check)
+                    portrait_url, cross_check, folder)
 VALUES (:name, :slug, :country, :occupation, :search_name, :source, :wikidata_id,
-        :portrait_url, :cross_check)
+        :portrait_url, :cross_check,
+        CASE WHEN EXISTS (SELECT 1 FROM people WHERE folder = CAST(:folder AS text)) THEN NULL
+             ELSE CAST(:folder AS text) END)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
@@ -44,6 +46,7 @@ RETURNING *;
 UPDATE people
 SET lease_until = fq_now(:lease_s)
 WHERE state = 'running' AND lease_owner = :owner
+  AND id IN (SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS bigint))
 RETURNING id;
 
 -- name: still_own
@@ -102,7 +105,8 @@ WHERE lease_owner = :owner AND state = 'running';
 UPDATE people
 SET state = 'queued', attempts = 0, run_after = NULL, last_error = NULL, finished_at = NULL,
     updated_at = fq_now()
-WHERE state = 'failed' AND (:id::bigint IS NULL OR id = :id)
+WHERE (state = 'failed' OR (state = 'queued' AND run_after IS NOT NULL))
+  AND (:id::bigint IS NULL OR id = :id)
 RETURNING id;
 
 -- name: requeue_person
@@ -155,7 +159,7 @@ SELECT id, name, country, stage, attempts, last_error, updated_at FROM people
 WHERE state = 'failed' ORDER BY updated_at DESC LIMIT :limit;
 
 -- name: register_daemon
-INSERT INTO daemons (id, pid, host) VALUES (:id, :pid, :host);
+INSERT INTO daemons (id, pid, host, boot_id) VALUES (:id, :pid, :host, :boot_id);
 
 -- name: beat_daemon
 UPDATE daemons SET heartbeat_at = fq_now(), in_flight = :in_flight
@@ -410,3 +414,37 @@ FROM daemons WHERE stopped_at IS NULL;
 
 -- name: ping
 SELECT 1;
+
+-- issue-12 statements (dead daemons' leases, own folders, vanished raw files), as in queries.sql
+
+-- name: person_folder_suffixed
+UPDATE people SET folder = CAST(:folder AS text) || '__' || id WHERE id = :id AND folder IS NULL;
+
+-- name: release_orphans
+-- Leases this daemon holds on people it no longer works on: back to the queue at once.
+UPDATE people
+SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = fq_now()
+WHERE state = 'running' AND lease_owner = :owner
+  AND id NOT IN (SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS bigint))
+RETURNING id;
+
+-- name: other_daemons
+SELECT id, pid, host, boot_id, heartbeat_at,
+       CAST(EXTRACT(EPOCH FROM clock_timestamp() - CAST(heartbeat_at AS timestamptz))
+            AS double precision) AS age_s
+FROM daemons WHERE stopped_at IS NULL AND id <> :id;
+
+-- name: mark_daemon_dead
+UPDATE daemons SET stopped_at = fq_now(), in_flight = 0 WHERE id = :id AND stopped_at IS NULL;
+
+-- name: take_over_leases
+UPDATE people
+SET state = 'queued', lease_owner = NULL, lease_until = NULL, run_after = NULL,
+    updated_at = fq_now()
+WHERE state = 'running' AND lease_owner = :owner
+RETURNING id, name;
+
+-- name: image_back_to_pending
+-- Its raw file vanished before analysis (another person's curation deleted a shared file).
+UPDATE images SET state = 'pending', raw_path = NULL, sha256 = NULL, updated_at = fq_now()
+WHERE id = :id AND state = 'downloaded';

@@ -2,12 +2,18 @@
 -- :now_plus_lease etc. are computed by SQLite so every timestamp uses one clock and one format.
 
 -- name: insert_person
+-- The folder is <slug>__<ascii country>, or with __<id> appended when another person has it
+-- ("Israël" and "Israel" fold to one ASCII name): no two people ever share a folder.
 INSERT INTO people (name, slug, country, occupation, search_name, source, wikidata_id,
-                    portrait_url, cross_check)
+                    portrait_url, cross_check, folder)
 VALUES (:name, :slug, :country, :occupation, :search_name, :source, :wikidata_id,
-        :portrait_url, :cross_check)
+        :portrait_url, :cross_check,
+        CASE WHEN EXISTS (SELECT 1 FROM people WHERE folder = :folder) THEN NULL ELSE :folder END)
 ON CONFLICT DO NOTHING
 RETURNING id;
+
+-- name: person_folder_suffixed
+UPDATE people SET folder = :folder || '__' || id WHERE id = :id AND folder IS NULL;
 
 -- name: person_exists
 SELECT id FROM people
@@ -38,10 +44,38 @@ WHERE id = (
 RETURNING *;
 
 -- name: renew_leases
+-- Only the people this daemon is working on right now (:ids, a JSON array).
 UPDATE people
 SET lease_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || :lease_s || ' seconds')
 WHERE state = 'running' AND lease_owner = :owner
+  AND id IN (SELECT value FROM json_each(:ids))
 RETURNING id;
+
+-- name: release_orphans
+-- Leases this daemon holds on people it no longer works on (a task that ended without
+-- recording its outcome): back to the queue at once instead of waiting for expiry.
+UPDATE people
+SET state = 'queued', lease_owner = NULL, lease_until = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE state = 'running' AND lease_owner = :owner
+  AND id NOT IN (SELECT value FROM json_each(:ids))
+RETURNING id;
+
+-- name: other_daemons
+SELECT id, pid, host, boot_id, heartbeat_at,
+       (julianday('now') - julianday(heartbeat_at)) * 86400.0 AS age_s
+FROM daemons WHERE stopped_at IS NULL AND id <> :id;
+
+-- name: mark_daemon_dead
+UPDATE daemons SET stopped_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), in_flight = 0
+WHERE id = :id AND stopped_at IS NULL;
+
+-- name: take_over_leases
+UPDATE people
+SET state = 'queued', lease_owner = NULL, lease_until = NULL, run_after = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE state = 'running' AND lease_owner = :owner
+RETURNING id, name;
 
 -- name: still_own
 SELECT 1 FROM people WHERE id = :id AND state = 'running' AND lease_owner = :owner;
@@ -96,10 +130,12 @@ SET state = 'queued', lease_owner = NULL, lease_until = NULL,
 WHERE lease_owner = :owner AND state = 'running';
 
 -- name: retry_failed
+-- Failed people, and people waiting for a scheduled retry: claimable now.
 UPDATE people
 SET state = 'queued', attempts = 0, run_after = NULL, last_error = NULL, finished_at = NULL,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-WHERE state = 'failed' AND (:id IS NULL OR id = :id)
+WHERE (state = 'failed' OR (state = 'queued' AND run_after IS NOT NULL))
+  AND (:id IS NULL OR id = :id)
 RETURNING id;
 
 -- name: requeue_person
@@ -150,7 +186,7 @@ SELECT id, name, country, stage, attempts, last_error, updated_at FROM people
 WHERE state = 'failed' ORDER BY updated_at DESC LIMIT :limit;
 
 -- name: register_daemon
-INSERT INTO daemons (id, pid, host) VALUES (:id, :pid, :host);
+INSERT INTO daemons (id, pid, host, boot_id) VALUES (:id, :pid, :host, :boot_id);
 
 -- name: beat_daemon
 UPDATE daemons SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), in_flight = :in_flight
@@ -210,6 +246,14 @@ SET state = :state, reason = :reason, detail = :detail, is_reference = :is_refer
     distance = :distance, quality = :quality, crop_path = :crop_path,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE id = :id;
+
+-- name: image_back_to_pending
+-- Its raw file vanished before analysis (another person's curation deleted a shared file):
+-- download it again.
+UPDATE images
+SET state = 'pending', raw_path = NULL, sha256 = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND state = 'downloaded';
 
 -- name: forget_raw_path
 UPDATE images SET raw_path = NULL WHERE id = :id;

@@ -73,6 +73,7 @@ class Person:
     created_at: str
     updated_at: str
     finished_at: str | None
+    folder: str | None = None  # its own folder under faces/, candidates/, gallery/ (0004)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,17 @@ class Failure:
     attempts: int
     last_error: str | None
     updated_at: str
+
+
+@dataclass(frozen=True)
+class DaemonLiveness:
+    """A daemon not known to have stopped, with what tells whether it is dead."""
+
+    id: str
+    pid: int
+    host: str
+    boot_id: str | None
+    age_s: float  # seconds since its last heartbeat
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Store methods for reviewer decisions and `facequeue serve` (gallery version stamp, metrics,
-health), shared by both backends: `ReviewQueries` extends sqlbase.SqlStore and SqliteStore
-and PgStore subclass it (kept apart from sqlbase.py for its length). Statements are looked up
-by name in the backend's `Q` (queries.sql, postgres.sql: the same names); results are the
+"""Store methods for what reviewers and operators read and decide: status, the report's rows,
+reviewer decisions and `facequeue serve` (gallery version stamp, metrics, health), shared by
+both backends: `ReviewQueries` extends sqlbase.SqlStore and SqliteStore and PgStore subclass
+it (kept apart from sqlbase.py for its length). Statements are looked up by name in the
+backend's `Q` (queries.sql, postgres.sql: the same names); results are the
 records of records.py; base.py declares them on the boundary.
 """
 
@@ -10,9 +11,16 @@ from __future__ import annotations
 import json
 
 from facequeue.store.records import (
+    Failure,
     GalleryImageRef,
     GalleryRow,
+    ImageTotals,
     Person,
+    Progress,
+    ReasonCount,
+    RejectReason,
+    ReportImage,
+    ReportPerson,
     Review,
     ReviewTarget,
     from_row,
@@ -23,7 +31,43 @@ DECISIONS = ("reject", "accept")
 
 
 class ReviewQueries(SqlStore):
-    """SqlStore with the review and serve methods; each backend subclasses this."""
+    """SqlStore with the status, report, review and serve methods; each backend subclasses
+    this."""
+
+    # -- status --------------------------------------------------------------------------
+    async def queue_summary(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in await self._all(self.Q["queue_summary"])}
+
+    async def progress(self, limit: int | None = 50) -> list[Progress]:
+        """person_progress rows by id; limit None = everyone."""
+        return await self._records(
+            Progress, "person_progress_all", limit=-1 if limit is None else limit
+        )
+
+    async def progress_of(self, person_id: int) -> Progress | None:
+        row = await self._one(self.Q["person_progress_one"], {"id": person_id})
+        return from_row(Progress, row) if row else None
+
+    async def image_reasons(self, person_id: int) -> list[ReasonCount]:
+        return await self._records(ReasonCount, "image_reasons", id=person_id)
+
+    async def recent_failures(self, limit: int = 10) -> list[Failure]:
+        return await self._records(Failure, "recent_failures", limit=limit)
+
+    # -- report --------------------------------------------------------------------------
+    async def report_people(self) -> list[ReportPerson]:
+        return await self._records(ReportPerson, "report_people")
+
+    async def report_images(self, person_id: int) -> list[ReportImage]:
+        return await self._records(ReportImage, "report_images", person_id=person_id)
+
+    async def image_totals(self) -> ImageTotals:
+        row = await self._one(self.Q["report_totals"])
+        assert row is not None  # an aggregate always returns one row
+        return from_row(ImageTotals, row)
+
+    async def reject_reasons(self) -> list[RejectReason]:
+        return await self._records(RejectReason, "report_reasons")
 
     # -- reviews -------------------------------------------------------------------------
     async def review_target(self, image_id: int) -> ReviewTarget | None:

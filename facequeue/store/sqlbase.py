@@ -9,12 +9,15 @@ returning its rows), `_many` (one statement over many rows in one transaction) a
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+
+from anyascii import anyascii
 
 from facequeue.errors import LeaseLost
 from facequeue.store.records import (
@@ -23,8 +26,8 @@ from facequeue.store.records import (
     Analyzed,
     Curated,
     DaemonInfo,
+    DaemonLiveness,
     Downloaded,
-    Failure,
     GalleryCandidate,
     GalleryEmbedding,
     GalleryEntry,
@@ -32,15 +35,9 @@ from facequeue.store.records import (
     GalleryIdentity,
     GallerySummary,
     Image,
-    ImageTotals,
     NewImage,
     NewPerson,
     Person,
-    Progress,
-    ReasonCount,
-    RejectReason,
-    ReportImage,
-    ReportPerson,
     SelfTest,
     from_row,
 )
@@ -64,6 +61,12 @@ def load_queries(path: Path) -> dict[str, str]:
     if name:
         queries[name] = "\n".join(lines).strip()
     return {k: v.rstrip(";") for k, v in queries.items()}
+
+
+def folder_base(slug: str, country: str) -> str:
+    """`<slug>__<ascii country>`: a person's folder name unless another person has it."""
+    flat = re.sub(r"[^A-Za-z0-9]+", "_", anyascii(country or "").replace("'", "")).strip("_")
+    return f"{slug}__{flat[:60].strip('_') or 'unknown'}"
 
 
 class SqlStore:
@@ -94,7 +97,8 @@ class SqlStore:
     # -- people --------------------------------------------------------------------------
     async def add_people(self, people: Iterable[NewPerson]) -> AddResult:
         """Insert all new people in one transaction; existing ones (slug+country or
-        Wikidata id) are skipped. Either all new rows land or none."""
+        Wikidata id) are skipped. Either all new rows land or none. Each gets a folder of
+        its own (<slug>__<ascii country>, with __<id> when another person has that one)."""
         added: list[int] = []
         skipped: list[NewPerson] = []
         async with self._transaction() as conn:
@@ -104,12 +108,16 @@ class SqlStore:
                 if await cur.fetchone():
                     skipped.append(person)
                     continue
-                cur = await conn.execute(self.Q["insert_person"], params)
+                folder = folder_base(person.slug, person.country)
+                cur = await conn.execute(self.Q["insert_person"], {**params, "folder": folder})
                 row = await cur.fetchone()
                 if row is None:
                     skipped.append(person)
                 else:
                     added.append(row[0])
+                    await conn.execute(
+                        self.Q["person_folder_suffixed"], {"id": row[0], "folder": folder}
+                    )
         return AddResult(added, skipped)
 
     async def already_queued(self, people: Iterable[NewPerson]) -> list[NewPerson]:
@@ -138,8 +146,19 @@ class SqlStore:
     async def reclaim_expired(self) -> list[Person]:
         return [from_row(Person, r) for r in await self._write(self.Q["reclaim_expired"])]
 
-    async def renew_leases(self, owner: str, lease_s: float) -> list[int]:
-        rows = await self._write(self.Q["renew_leases"], {"owner": owner, "lease_s": lease_s})
+    async def renew_leases(self, owner: str, lease_s: float, live_ids: Iterable[int]) -> list[int]:
+        """Renew only the leases of people this daemon is working on now."""
+        rows = await self._write(
+            self.Q["renew_leases"],
+            {"owner": owner, "lease_s": lease_s, "ids": json.dumps(sorted(live_ids))},
+        )
+        return [r[0] for r in rows]
+
+    async def release_orphans(self, owner: str, live_ids: Iterable[int]) -> list[int]:
+        """Leases held on people nobody here works on any more go back to the queue."""
+        rows = await self._write(
+            self.Q["release_orphans"], {"owner": owner, "ids": json.dumps(sorted(live_ids))}
+        )
         return [r[0] for r in rows]
 
     async def still_own(self, person_id: int, owner: str) -> bool:
@@ -214,9 +233,24 @@ class SqlStore:
         return row[0] if row else None
 
     # -- daemons -------------------------------------------------------------------------
-    async def register_daemon(self, daemon_id: str, pid: int, host: str) -> None:
+    async def register_daemon(
+        self, daemon_id: str, pid: int, host: str, boot_id: str | None = None
+    ) -> None:
         await self._write(self.Q["prune_daemons"])
-        await self._write(self.Q["register_daemon"], {"id": daemon_id, "pid": pid, "host": host})
+        await self._write(
+            self.Q["register_daemon"],
+            {"id": daemon_id, "pid": pid, "host": host, "boot_id": boot_id},
+        )
+
+    async def other_daemons(self, daemon_id: str) -> list[DaemonLiveness]:
+        return await self._records(DaemonLiveness, "other_daemons", id=daemon_id)
+
+    async def take_over(self, daemon_id: str) -> list[int]:
+        """Mark a dead daemon stopped and hand its leases back to the queue, atomically."""
+        async with self._transaction() as conn:
+            await conn.execute(self.Q["mark_daemon_dead"], {"id": daemon_id})
+            cur = await conn.execute(self.Q["take_over_leases"], {"owner": daemon_id})
+            return [r[0] for r in await cur.fetchall()]
 
     async def beat_daemon(self, daemon_id: str, in_flight: int) -> None:
         await self._write(self.Q["beat_daemon"], {"id": daemon_id, "in_flight": in_flight})
@@ -226,26 +260,6 @@ class SqlStore:
 
     async def live_daemons(self, stale_s: float) -> list[DaemonInfo]:
         return await self._records(DaemonInfo, "live_daemons", stale_s=stale_s)
-
-    # -- status --------------------------------------------------------------------------
-    async def queue_summary(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in await self._all(self.Q["queue_summary"])}
-
-    async def progress(self, limit: int | None = 50) -> list[Progress]:
-        """person_progress rows by id; limit None = everyone."""
-        return await self._records(
-            Progress, "person_progress_all", limit=-1 if limit is None else limit
-        )
-
-    async def progress_of(self, person_id: int) -> Progress | None:
-        row = await self._one(self.Q["person_progress_one"], {"id": person_id})
-        return from_row(Progress, row) if row else None
-
-    async def image_reasons(self, person_id: int) -> list[ReasonCount]:
-        return await self._records(ReasonCount, "image_reasons", id=person_id)
-
-    async def recent_failures(self, limit: int = 10) -> list[Failure]:
-        return await self._records(Failure, "recent_failures", limit=limit)
 
     # -- images --------------------------------------------------------------------------
     async def insert_images(self, images: Iterable[NewImage]) -> None:
@@ -280,6 +294,9 @@ class SqlStore:
 
     async def forget_raw_paths(self, image_ids: list[int]) -> None:
         await self._many(self.Q["forget_raw_path"], [{"id": i} for i in image_ids])
+
+    async def image_back_to_pending(self, image_id: int) -> None:
+        await self._write(self.Q["image_back_to_pending"], {"id": image_id})
 
     async def referenced_paths(self) -> set[str]:
         raws = await self._all(self.Q["all_raw_paths"])
@@ -361,18 +378,3 @@ class SqlStore:
 
     async def gallery_paths(self) -> list[str]:
         return [r[0] for r in await self._all(self.Q["gallery_paths"])]
-
-    # -- report --------------------------------------------------------------------------
-    async def report_people(self) -> list[ReportPerson]:
-        return await self._records(ReportPerson, "report_people")
-
-    async def report_images(self, person_id: int) -> list[ReportImage]:
-        return await self._records(ReportImage, "report_images", person_id=person_id)
-
-    async def image_totals(self) -> ImageTotals:
-        row = await self._one(self.Q["report_totals"])
-        assert row is not None  # an aggregate always returns one row
-        return from_row(ImageTotals, row)
-
-    async def reject_reasons(self) -> list[RejectReason]:
-        return await self._records(RejectReason, "report_reasons")

@@ -8,7 +8,9 @@ inside one transaction. Other processes are kept out by SQLite's own locking (BE
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,9 +25,20 @@ from facequeue.store.sqlbase import load_queries
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUSY_TIMEOUT_MS = 30_000
+# A transient "database is locked"/"busy" (another process held the write lock past the busy
+# timeout) is retried with backoff for this long before it becomes an error.
+TRANSIENT_RETRY_S = 120.0
 
 
 Q = load_queries(PACKAGE_DIR / "queries.sql")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """SQLite lock contention: worth retrying, never a verdict on the work."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 class SqliteStore(ReviewQueries):
@@ -37,6 +50,7 @@ class SqliteStore(ReviewQueries):
         self.conn = conn
         self.path = path
         self.lock = asyncio.Lock()
+        self.retry_s = TRANSIENT_RETRY_S
 
     # -- set-up --------------------------------------------------------------------------
     @classmethod
@@ -103,9 +117,12 @@ class SqliteStore(ReviewQueries):
     # -- helpers -----------------------------------------------------------------------
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on any error (including cancellation)."""
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any error (including cancellation).
+
+        BEGIN IMMEDIATE takes the write lock, so lock contention shows up there (and only
+        there, in WAL mode): it is retried, the transaction's body runs once."""
         async with self.lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            await self._retrying(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield self.conn
             except BaseException:
@@ -114,10 +131,27 @@ class SqliteStore(ReviewQueries):
             else:
                 await asyncio.shield(self.conn.execute("COMMIT"))
 
+    async def _retrying(self, fn: Any) -> Any:
+        """Run fn() again while SQLite says locked/busy, with backoff, up to retry_s."""
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.05
+        while True:
+            try:
+                return await fn()
+            except sqlite3.OperationalError as exc:
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 2.0)
+
     async def _all(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
-        async with self.lock:
+        async def read() -> list[aiosqlite.Row]:
             cur = await self.conn.execute(sql, params)
             return list(await cur.fetchall())
+
+        async with self.lock:
+            result: list[aiosqlite.Row] = await self._retrying(read)
+            return result
 
     async def _write(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
         async with self._transaction() as conn:
