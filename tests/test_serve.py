@@ -36,7 +36,10 @@ def photo(testdata_dir: Path, rel: str) -> bytes:
 
 async def recognize(session, base, data: bytes, name="photo.jpg", **fields) -> tuple[int, dict]:
     form = aiohttp.FormData()
-    form.add_field("image", data, filename=name, content_type="application/octet-stream")
+    # a file object, not raw bytes: aiohttp warns on large raw bodies (warnings are errors)
+    form.add_field(
+        "image", io.BytesIO(data), filename=name, content_type="application/octet-stream"
+    )
     for k, v in fields.items():
         form.add_field(k, str(v))
     async with session.post(f"{base}/api/recognize", data=form) as resp:

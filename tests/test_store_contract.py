@@ -78,6 +78,9 @@ async def test_add_people_dedups_by_slug_country_and_wikidata(store):
     found = await store.find_people("person 1")
     assert {p.country for p in found} == {"Serbia", "Croatia"}
     assert [p.id for p in await store.find_people(str(r1.added[0]))] == [r1.added[0]]
+    assert await store.slug_holder("Person_2", "Serbia") == (True, "Q1")
+    assert await store.slug_holder("Person_1", "Serbia") == (True, None)
+    assert await store.slug_holder("Person_2", "Croatia") == (False, None)
 
 
 async def test_claim_lease_heartbeat_expiry_and_reclaim(store):
@@ -86,7 +89,7 @@ async def test_claim_lease_heartbeat_expiry_and_reclaim(store):
     assert a and a.state == "running" and a.lease_owner == "A"
     assert await store.claim("B", lease_s=0.3) is None
     assert await store.still_own(a.id, "A") and not await store.still_own(a.id, "B")
-    assert await store.renew_leases("A", 0.3) == [a.id]
+    assert await store.renew_leases("A", 0.3, [a.id]) == [a.id]
     await asyncio.sleep(0.5)
     b = await store.claim("B", lease_s=30)  # a dead owner's lease is taken over
     assert b and b.id == a.id and b.lease_owner == "B"
@@ -317,13 +320,13 @@ async def test_daemon_releases_a_lease_it_holds_without_working_on_it(cfg, store
     orphan = await store.claim(daemon.owner, 30)
     working = await store.claim(daemon.owner, 30)
     daemon.tasks[working.id] = asyncio.get_running_loop().create_future()  # in flight
-    owned = set(await store.renew_leases(daemon.owner, 30))
-    assert owned == {orphan.id, working.id}
-    daemon.claiming = True  # a claim in flight: its person has no task yet, keep everything
-    await daemon._release_orphans(owned)
-    assert (await store.get_person(orphan.id)).state == "running"
-    daemon.claiming = False
-    await daemon._release_orphans(owned)
+    # only the people in flight get their leases renewed
+    assert await store.renew_leases(daemon.owner, 30, [working.id]) == [working.id]
+    async with daemon.claiming:  # a claim in flight: its person has no task yet, keep all
+        renew = asyncio.create_task(daemon._renew())
+        await asyncio.sleep(0.3)
+        assert (await store.get_person(orphan.id)).state == "running"
+    await renew
     assert (await store.get_person(orphan.id)).state == "queued"
     assert (await store.get_person(working.id)).lease_owner == daemon.owner
     daemon.tasks[working.id].cancel()

@@ -20,10 +20,12 @@ from facequeue.errors import InputError, StoreError
 from facequeue.store.postgres import PgStore, safe_url
 from facequeue.store.sqlite import SqliteStore
 
-# Parents before children (foreign keys); daemons are per-process and not copied.
+# Parents before children (foreign keys); daemons are per-process and not copied, nor is
+# gallery_changes (the target's triggers write its own as the gallery rows arrive).
 TABLES: tuple[tuple[str, str], ...] = (
     ("people", "id"),
     ("images", "id"),
+    ("image_reviews", "image_id"),
     ("gallery_people", "person_id"),
     ("gallery_images", "id"),
 )

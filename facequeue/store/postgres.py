@@ -27,7 +27,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from facequeue.errors import StoreError
 from facequeue.store.migrate import migration_files
-from facequeue.store.sqlbase import SqlStore, load_queries
+from facequeue.store.review import ReviewQueries
+from facequeue.store.sqlbase import load_queries
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PG_MIGRATIONS_DIR = PACKAGE_DIR / "migrations" / "postgres"
@@ -115,7 +116,7 @@ class _Tx:
             await cur.executemany(sql, list(rows))
 
 
-class PgStore(SqlStore):
+class PgStore(ReviewQueries):
     """An open PostgreSQL database. Use `open_store(cfg)` (or `await PgStore.open(url)`)."""
 
     Q = PQ

@@ -5,9 +5,11 @@
 
 -- name: insert_person
 INSERT INTO people (name, slug, country, occupation, search_name, source, wikidata_id,
-                    portrait_url, cross_check)
+                    portrait_url, cross_check, folder)
 VALUES (:name, :slug, :country, :occupation, :search_name, :source, :wikidata_id,
-        :portrait_url, :cross_check)
+        :portrait_url, :cross_check,
+        CASE WHEN EXISTS (SELECT 1 FROM people WHERE folder = CAST(:folder AS text)) THEN NULL
+             ELSE CAST(:folder AS text) END)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
@@ -44,6 +46,7 @@ RETURNING *;
 UPDATE people
 SET lease_until = fq_now(:lease_s)
 WHERE state = 'running' AND lease_owner = :owner
+  AND id IN (SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS bigint))
 RETURNING id;
 
 -- name: still_own
@@ -102,7 +105,8 @@ WHERE lease_owner = :owner AND state = 'running';
 UPDATE people
 SET state = 'queued', attempts = 0, run_after = NULL, last_error = NULL, finished_at = NULL,
     updated_at = fq_now()
-WHERE state = 'failed' AND (:id::bigint IS NULL OR id = :id)
+WHERE (state = 'failed' OR (state = 'queued' AND run_after IS NOT NULL))
+  AND (:id::bigint IS NULL OR id = :id)
 RETURNING id;
 
 -- name: requeue_person
@@ -155,7 +159,7 @@ SELECT id, name, country, stage, attempts, last_error, updated_at FROM people
 WHERE state = 'failed' ORDER BY updated_at DESC LIMIT :limit;
 
 -- name: register_daemon
-INSERT INTO daemons (id, pid, host) VALUES (:id, :pid, :host);
+INSERT INTO daemons (id, pid, host, boot_id) VALUES (:id, :pid, :host, :boot_id);
 
 -- name: beat_daemon
 UPDATE daemons SET heartbeat_at = fq_now(), in_flight = :in_flight
@@ -311,8 +315,10 @@ LEFT JOIN people o ON o.id = g.nearest_other_person_id
 ORDER BY pp.person_id;
 
 -- name: report_images
-SELECT i.*, (SELECT g.path FROM gallery_images g WHERE g.image_id = i.id) AS gallery_path
-FROM images i WHERE i.person_id = :person_id ORDER BY i.state, i.rank, i.id;
+SELECT i.*, (SELECT g.path FROM gallery_images g WHERE g.image_id = i.id) AS gallery_path,
+       r.decision AS review, r.note AS review_note
+FROM images i LEFT JOIN image_reviews r ON r.image_id = i.id
+WHERE i.person_id = :person_id ORDER BY i.state, i.rank, i.id;
 
 -- name: report_totals
 SELECT COUNT(*) AS images,
@@ -340,3 +346,105 @@ FROM image_outcomes WHERE state = 'accepted' ORDER BY person_id, image_id;
 -- name: wikidata_id_by_slug
 -- Who holds a slug in a country (a namesake with another Wikidata id is another person).
 SELECT wikidata_id FROM people WHERE slug = :slug AND country = :country LIMIT 1;
+
+-- review + serve queries (facequeue serve; store/review.py)
+
+-- name: review_image
+SELECT i.id, i.person_id, i.state, i.reason, i.embedding IS NOT NULL AS has_embedding,
+       i.face_path, p.state AS person_state, p.stage AS person_stage
+FROM images i JOIN people p ON p.id = i.person_id WHERE i.id = :id;
+
+-- name: review_set
+INSERT INTO image_reviews (image_id, person_id, decision, note)
+VALUES (:image_id, :person_id, :decision, :note)
+ON CONFLICT (image_id) DO UPDATE
+SET decision = excluded.decision, note = excluded.note, reviewed_at = fq_now();
+
+-- name: review_clear
+DELETE FROM image_reviews WHERE image_id = :image_id;
+
+-- name: reviews_of_person
+SELECT image_id, decision, note, reviewed_at FROM image_reviews WHERE person_id = :person_id;
+
+-- name: review_claim_person
+UPDATE people
+SET state = 'running', stage = 'curate', lease_owner = :owner,
+    lease_until = fq_now(:lease_s),
+    attempts = 0, run_after = NULL, last_error = NULL,
+    updated_at = fq_now()
+WHERE id = :id AND stage IN ('curate', 'promote', 'done')
+  AND (state <> 'running' OR lease_until < fq_now())
+RETURNING *;
+
+-- name: gallery_version
+SELECT version FROM gallery_version;
+
+-- name: gallery_changed_since
+SELECT DISTINCT person_id FROM gallery_changes WHERE seq > :seq;
+
+-- name: gallery_oldest_change
+SELECT COALESCE(MIN(seq), 0) FROM gallery_changes;
+
+-- name: gallery_embeddings_of
+-- :ids is a JSON array of person ids (one parameter on both backends)
+SELECT g.person_id, g.path, g.embedding, p.name, p.country, gp.folder
+FROM gallery_images g
+JOIN people p ON p.id = g.person_id
+JOIN gallery_people gp ON gp.person_id = g.person_id
+WHERE g.person_id IN (SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS bigint))
+ORDER BY g.person_id, g.id;
+
+-- name: gallery_all_person_ids
+SELECT person_id FROM gallery_people;
+
+-- name: gallery_references_of
+SELECT g.image_id, g.path, g.is_reference FROM gallery_images g
+WHERE g.person_id = :person_id ORDER BY g.is_reference DESC, g.id;
+
+-- name: metrics_people
+SELECT state, COUNT(*) AS n FROM people GROUP BY state;
+
+-- name: metrics_images
+SELECT state, COALESCE(reason, '') AS reason, COUNT(*) AS n FROM images GROUP BY state, reason;
+
+-- name: metrics_heartbeat_age
+SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp() - CAST(MAX(heartbeat_at) AS timestamptz))
+            AS double precision)
+FROM daemons WHERE stopped_at IS NULL;
+
+-- name: ping
+SELECT 1;
+
+-- issue-12 statements (dead daemons' leases, own folders, vanished raw files), as in queries.sql
+
+-- name: person_folder_suffixed
+UPDATE people SET folder = CAST(:folder AS text) || '__' || id WHERE id = :id AND folder IS NULL;
+
+-- name: release_orphans
+-- Leases this daemon holds on people it no longer works on: back to the queue at once.
+UPDATE people
+SET state = 'queued', lease_owner = NULL, lease_until = NULL, updated_at = fq_now()
+WHERE state = 'running' AND lease_owner = :owner
+  AND id NOT IN (SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS bigint))
+RETURNING id;
+
+-- name: other_daemons
+SELECT id, pid, host, boot_id, heartbeat_at,
+       CAST(EXTRACT(EPOCH FROM clock_timestamp() - CAST(heartbeat_at AS timestamptz))
+            AS double precision) AS age_s
+FROM daemons WHERE stopped_at IS NULL AND id <> :id;
+
+-- name: mark_daemon_dead
+UPDATE daemons SET stopped_at = fq_now(), in_flight = 0 WHERE id = :id AND stopped_at IS NULL;
+
+-- name: take_over_leases
+UPDATE people
+SET state = 'queued', lease_owner = NULL, lease_until = NULL, run_after = NULL,
+    updated_at = fq_now()
+WHERE state = 'running' AND lease_owner = :owner
+RETURNING id, name;
+
+-- name: image_back_to_pending
+-- Its raw file vanished before analysis (another person's curation deleted a shared file).
+UPDATE images SET state = 'pending', raw_path = NULL, sha256 = NULL, updated_at = fq_now()
+WHERE id = :id AND state = 'downloaded';

@@ -402,46 +402,9 @@ class RejectReason:
     images: int
 
 
-# -------------------------------------------------------------------------- review + serve
-
-
-@dataclass(frozen=True)
-class Review:
-    """A reviewer's decision on one image (facequeue serve); sticky over curation."""
-
-    image_id: int
-    decision: str  # 'reject' | 'accept'
-    note: str | None
-    reviewed_at: str
-
-
-@dataclass(frozen=True)
-class ReviewTarget:
-    """An image a reviewer decides on, with what its person is doing now."""
-
-    image_id: int
-    person_id: int
-    state: str
-    reason: str | None
-    has_face: bool  # an analysed face crop and an embedding: it can be accepted
-    person_state: str
-    person_stage: str
-
-
-@dataclass(frozen=True)
-class GalleryRow:
-    """One gallery embedding with its identity (what the server's in-memory index holds)."""
-
-    person_id: int
-    path: str
-    embedding: bytes
-    name: str
-    country: str
-    folder: str
-
-
-@dataclass(frozen=True)
-class GalleryImageRef:
-    image_id: int
-    path: str
-    is_reference: int
+# review + serve records live in review_records.py (this module's length); imported from
+# here like every other record
+from facequeue.store.review_records import GalleryImageRef as GalleryImageRef  # noqa: E402
+from facequeue.store.review_records import GalleryRow as GalleryRow  # noqa: E402
+from facequeue.store.review_records import Review as Review  # noqa: E402
+from facequeue.store.review_records import ReviewTarget as ReviewTarget  # noqa: E402

@@ -28,7 +28,6 @@ from facequeue.store.records import (
     DaemonInfo,
     DaemonLiveness,
     Downloaded,
-    Failure,
     GalleryCandidate,
     GalleryEmbedding,
     GalleryEntry,
@@ -36,15 +35,9 @@ from facequeue.store.records import (
     GalleryIdentity,
     GallerySummary,
     Image,
-    ImageTotals,
     NewImage,
     NewPerson,
     Person,
-    Progress,
-    ReasonCount,
-    RejectReason,
-    ReportImage,
-    ReportPerson,
     SelfTest,
     from_row,
 )
@@ -268,26 +261,6 @@ class SqlStore:
     async def live_daemons(self, stale_s: float) -> list[DaemonInfo]:
         return await self._records(DaemonInfo, "live_daemons", stale_s=stale_s)
 
-    # -- status --------------------------------------------------------------------------
-    async def queue_summary(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in await self._all(self.Q["queue_summary"])}
-
-    async def progress(self, limit: int | None = 50) -> list[Progress]:
-        """person_progress rows by id; limit None = everyone."""
-        return await self._records(
-            Progress, "person_progress_all", limit=-1 if limit is None else limit
-        )
-
-    async def progress_of(self, person_id: int) -> Progress | None:
-        row = await self._one(self.Q["person_progress_one"], {"id": person_id})
-        return from_row(Progress, row) if row else None
-
-    async def image_reasons(self, person_id: int) -> list[ReasonCount]:
-        return await self._records(ReasonCount, "image_reasons", id=person_id)
-
-    async def recent_failures(self, limit: int = 10) -> list[Failure]:
-        return await self._records(Failure, "recent_failures", limit=limit)
-
     # -- images --------------------------------------------------------------------------
     async def insert_images(self, images: Iterable[NewImage]) -> None:
         """New search results; an URL already listed for the person is skipped."""
@@ -405,18 +378,3 @@ class SqlStore:
 
     async def gallery_paths(self) -> list[str]:
         return [r[0] for r in await self._all(self.Q["gallery_paths"])]
-
-    # -- report --------------------------------------------------------------------------
-    async def report_people(self) -> list[ReportPerson]:
-        return await self._records(ReportPerson, "report_people")
-
-    async def report_images(self, person_id: int) -> list[ReportImage]:
-        return await self._records(ReportImage, "report_images", person_id=person_id)
-
-    async def image_totals(self) -> ImageTotals:
-        row = await self._one(self.Q["report_totals"])
-        assert row is not None  # an aggregate always returns one row
-        return from_row(ImageTotals, row)
-
-    async def reject_reasons(self) -> list[RejectReason]:
-        return await self._records(RejectReason, "report_reasons")

@@ -21,7 +21,7 @@ import aiosqlite
 from facequeue.errors import StoreError
 from facequeue.store import migrate as migrations
 from facequeue.store.review import ReviewQueries
-from facequeue.store.sqlbase import SqlStore, load_queries
+from facequeue.store.sqlbase import load_queries
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUSY_TIMEOUT_MS = 30_000
@@ -41,7 +41,7 @@ def is_transient(exc: BaseException) -> bool:
     return "locked" in text or "busy" in text
 
 
-class SqliteStore(SqlStore, ReviewQueries):
+class SqliteStore(ReviewQueries):
     """An open SQLite database. Use `open_store(cfg)` (or `await SqliteStore.open(path)`)."""
 
     Q = Q
