@@ -23,7 +23,8 @@ from aiohttp import BodyPartReader, web
 
 from facequeue.config import Config
 from facequeue.serve.gallery import LiveGallery
-from facequeue.vision.analyze import AnalysisPool, AnalysisSettings
+from facequeue.vision.analyze import AnalysisSettings
+from facequeue.vision.pool import AnalysisPool, WorkerFailed, WorkerLost
 from facequeue.vision.recognize import QueryPhoto, Recognition, embed_faces, name_faces
 
 CHUNK = 1 << 16
@@ -82,10 +83,14 @@ class Recognizer:
         return str(cfg.tmp_dir)
 
     async def start(self) -> None:
-        self.pool = await asyncio.to_thread(
-            AnalysisPool, self.settings, self.cfg.serve.max_concurrent
+        pool = await asyncio.to_thread(
+            AnalysisPool,
+            self.settings,
+            self.cfg.serve.max_concurrent,
+            self.cfg.analysis.image_timeout_s,
         )
-        await asyncio.to_thread(self.pool.warm)
+        self.pool = pool
+        await asyncio.to_thread(pool.warm)
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -155,7 +160,10 @@ class Recognizer:
     async def recognize(self, upload: Upload) -> tuple[dict, QueryPhoto]:
         await asyncio.to_thread(check_image, upload.path, self.cfg.serve.max_pixels)
         assert self.pool is not None, "start() first"
-        photo: QueryPhoto = await self.pool.run(embed_faces, str(upload.path), self.settings)
+        try:
+            photo: QueryPhoto = await self.pool.run(embed_faces, str(upload.path), self.settings)
+        except (WorkerLost, WorkerFailed) as exc:  # the worker died or hung on this image
+            raise UploadError(422, f"image could not be analysed: {exc}") from None
         if photo.status == "unreadable":
             raise UploadError(422, f"unreadable image: {photo.detail}")
         await self.gallery.refresh()

@@ -209,7 +209,8 @@ UPDATE images
 SET state = 'analyzed', analysis_status = :analysis_status, detail = :detail,
     faces_json = :faces_json, face_count = :face_count, blur = :blur, brightness = :brightness,
     contrast = :contrast, embedding = :embedding, phash = :phash, timings_json = :timings_json,
-    face_path = :face_path,
+    face_path = :face_path, face_values_json = :face_values_json, face_vectors = :face_vectors,
+    face_index = NULL,
     updated_at = fq_now()
 WHERE id = :id;
 
@@ -217,6 +218,7 @@ WHERE id = :id;
 UPDATE images
 SET state = :state, reason = :reason, detail = :detail, is_reference = :is_reference,
     distance = :distance, quality = :quality, crop_path = :crop_path,
+    face_index = :face_index, embedding = COALESCE(:embedding, embedding),
     updated_at = fq_now()
 WHERE id = :id;
 
