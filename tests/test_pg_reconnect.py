@@ -38,7 +38,7 @@ async def test_store_survives_its_connections_being_killed(pg_url):
     person = await store.claim("me", 30)  # a fresh connection after the dead one
     assert person is not None and person.lease_owner == "me"
     kill_connections(pg_url)
-    assert await store.renew_leases("me", 30) == [person.id]
+    assert await store.renew_leases("me", 30, [person.id]) == [person.id]
     kill_connections(pg_url)
     await store.finish(person.id, "me", "promoted", None)
     assert (await store.get_person(person.id)).state == "promoted"
