@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from facequeue.files import atomic_write_bytes, owner_is_dead, owner_tag, temp_name, temp_owner
-from facequeue.runner.daemon import _sweep_tmp
+from facequeue.ops.sweep import sweep_old_temps
 from facequeue.stages.bodies import Body, place
 
 
@@ -52,12 +52,12 @@ def test_sweep_removes_only_dead_owners_temps(tmp_path):
     }
     for name in names.values():
         (tmp_path / name).write_bytes(b"x")
-    _sweep_tmp(tmp_path, live={owner_tag("other-host", 7)})
+    sweep_old_temps(tmp_path, live={owner_tag("other-host", 7)})
     left = {p.name for p in tmp_path.iterdir()}
     assert left == {names["mine"], names["live_there"], names["unknown_new"]}
     old = tmp_path / "legacy.part"
     os.utime(old, (0, 0))
-    _sweep_tmp(tmp_path, live=set())
+    sweep_old_temps(tmp_path, live=set())
     assert not old.exists() and (tmp_path / names["mine"]).exists()
 
 

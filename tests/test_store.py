@@ -124,3 +124,26 @@ async def test_rejected_image_needs_a_reason(store):
     img = (await store.images_of(p.id))[0]
     with pytest.raises(sqlite3.IntegrityError):
         await store.reject_image(img.id, reason=None, detail=None)
+
+
+async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_no_transaction_open(tmp_path):
+    """Cancelled while its BEGIN IMMEDIATE waits in SQLite's busy handler (another process
+    holds the write lock), the BEGIN still completes on aiosqlite's thread; the store must
+    roll it back, or every later write fails with 'cannot start a transaction within a
+    transaction' (a full disk made the downloader cancel writes just like this)."""
+    s = await SqliteStore.open(tmp_path / "fq.db")
+    try:
+        other = sqlite3.connect(tmp_path / "fq.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        write = asyncio.create_task(s.add_people([person(1)]))
+        await asyncio.sleep(0.3)  # the store's BEGIN now waits in the busy handler
+        write.cancel()
+        other.execute("COMMIT")  # the waiting BEGIN goes through on the store's thread
+        with pytest.raises(asyncio.CancelledError):
+            await write
+        added = await s.add_people([person(2)])
+        assert len(added.added) == 1
+        assert await s.queue_summary() == {"queued": 1}
+        other.close()
+    finally:
+        await s.close()

@@ -12,6 +12,7 @@ files of dead owners (`.<name>.<host>~<pid>~<hex>.tmp`) go always.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,3 +128,18 @@ def _remove(path: Path, result: SweepResult, data: Path, temp: bool = False) -> 
         result.temp_removed += 1
     else:
         result.removed.append(path.relative_to(data).as_posix())
+
+
+def sweep_old_temps(tmp_dir: Path, live: set[str], older_than_s: float = 3600) -> None:
+    """Temp files of dead owners (killed here, or on a host with no live daemon): unfinished
+    by definition, never referenced. A live owner's temps on shared storage are kept."""
+    if not tmp_dir.is_dir():
+        return
+    cutoff = time.time() - older_than_s
+    for path in tmp_dir.iterdir():
+        try:
+            dead = owner_is_dead(path, live)
+            if path.is_file() and (dead or (dead is None and path.stat().st_mtime < cutoff)):
+                path.unlink()
+        except OSError:
+            pass

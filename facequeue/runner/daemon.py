@@ -10,28 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
-import shutil
 import signal
 import socket
-import time
 import uuid
-from collections.abc import Callable, Coroutine
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
 
 from facequeue.config import Config
 from facequeue.errors import FacequeueError, LeaseLost, PermanentStageError
-from facequeue.files import owner_is_dead, owner_tag
+from facequeue.files import owner_tag
 from facequeue.retry import backoff
 from facequeue.runner import liveness
+from facequeue.runner.disk import FreeSpaceFloor, is_disk_full
 from facequeue.runner.pipeline import Pipeline, Resources, StageFn, Stages
 from facequeue.runner.systemd import Notifier
 from facequeue.store import Person, Store, connect
 
 log = structlog.get_logger("facequeue.runner.daemon")
+
+# A sweep walks the whole data folder: on a disk that stays full, not more often than this.
+ROOM_SWEEP_EVERY_S = 300.0
 
 StagesFactory = Callable[[Config, Store, Resources], dict[str, StageFn]]
 
@@ -60,13 +62,18 @@ class Daemon:
         self.owner = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.notifier = Notifier()
         self.claiming = asyncio.Lock()  # a claim and its task's creation are one step
-        self.disk_low = False
+        self.floor = FreeSpaceFloor(cfg.data_dir, cfg.queue.min_free_mb)
+        self.waiting_for_room: set[int] = set()  # people whose outcome waits for disk space
+        self.last_room_sweep = -math.inf
+        self.registered = False
+        self.claim_error: str | None = None
         self.stop = asyncio.Event()
         self.resources = Resources(cfg)
         self.pipeline = Pipeline(store, stages_factory(cfg, store, self.resources))
         self.tasks: dict[int, asyncio.Task] = {}
         self.only_ids = list(only_ids) if only_ids is not None else None
         self.processed = 0
+        self.exit_code = 0
 
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self, once: bool = False) -> int:
@@ -76,15 +83,12 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop.set)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
-        await self.store.register_daemon(self.owner, os.getpid(), self.host, self.boot)
-        taken = await self._take_over_dead()
-        reclaimed = await self.store.reclaim_expired()
-        await self._sweep_files()
+        reclaimed = await self._start_up()
         log.info(
             "daemon_started",
             owner=self.owner,
             once=once,
-            reclaimed=len(reclaimed) + taken,
+            reclaimed=reclaimed,
             people_in_flight=self.cfg.queue.people_in_flight,
             db=self.store.location,
         )
@@ -109,7 +113,32 @@ class Daemon:
                     pass
         waiting = await self.store.next_run_after()
         log.info("daemon_stopped", processed=self.processed, next_retry_at=waiting)
-        return 0
+        return self.exit_code
+
+    async def _start_up(self) -> int:
+        """Register, take over dead daemons' people, sweep leftovers. A database that
+        cannot be written now (a full disk) is logged once, never fatal: the
+        heartbeat registers us later and the claim loop waits for the disk."""
+        reclaimed = 0
+        try:
+            await self._register()
+            reclaimed += await self._take_over_dead()
+            reclaimed += len(await self.store.reclaim_expired())
+        except Exception as exc:  # noqa: BLE001
+            log.warning("startup_write_failed", error=_one_line(exc))
+        await self._sweep_files()
+        return reclaimed
+
+    async def _register(self) -> None:
+        await self.store.register_daemon(self.owner, os.getpid(), self.host, self.boot)
+        self.registered = True
+
+    def _claim_trouble(self, exc: Exception) -> None:
+        """One line per distinct claim error, not one per poll while it lasts."""
+        error = _one_line(exc)
+        if error != self.claim_error:
+            log.warning("claim_failed", error=error)
+            self.claim_error = error
 
     async def _claim_loop(self, once: bool) -> None:
         slots = asyncio.Semaphore(self.cfg.queue.people_in_flight)
@@ -117,7 +146,7 @@ class Daemon:
             if not await self._take_slot(slots):
                 break
             person, idle = None, False
-            if not self._disk_ok():
+            if not self.floor.ok():
                 idle = True
             else:
                 try:
@@ -129,10 +158,17 @@ class Daemon:
                             )
                             self.tasks[person.id] = task
                 except Exception as exc:  # noqa: BLE001 - a busy or full database must not end us
-                    log.warning("claim_failed", error=_one_line(exc))
+                    self._claim_trouble(exc)
+                else:
+                    if self.claim_error is not None:
+                        log.info("claim_recovered", after=self.claim_error)
+                        self.claim_error = None
             if person is not None:
                 continue
             slots.release()
+            if once and not self.tasks and self.claim_error is not None:
+                self.exit_code = 1  # --once cannot wait for a database that refuses claims
+                break
             if once and not self.tasks and (idle or not await self._more_now_safe()):
                 break
             # Sleep until work is announced (PostgreSQL NOTIFY) or the poll interval passes,
@@ -147,35 +183,11 @@ class Daemon:
                 )
             await _wait_any(*waiters)
 
-    def _disk_ok(self) -> bool:
-        """Below queue.min_free_mb free on the data folder's disk nothing new is claimed."""
-        floor = self.cfg.queue.min_free_mb
-        if floor <= 0:
-            return True
-        try:
-            free_mb = shutil.disk_usage(self.cfg.data_dir).free / 1e6
-        except OSError:
-            return True
-        low = free_mb < floor
-        if low != self.disk_low:
-            self.disk_low = low
-            if low:
-                log.error(
-                    "disk_space_low",
-                    free_mb=round(free_mb, 1),
-                    min_free_mb=floor,
-                    data_dir=str(self.cfg.data_dir),
-                    claiming=False,
-                )
-            else:
-                log.info("disk_space_ok", free_mb=round(free_mb, 1), claiming=True)
-        return not low
-
     async def _more_now_safe(self) -> bool:
         try:
             return await self._more_now()
         except Exception as exc:  # noqa: BLE001
-            log.warning("claim_failed", error=_one_line(exc))
+            self._claim_trouble(exc)
             return True
 
     async def _take_slot(self, slots: asyncio.Semaphore) -> bool:
@@ -223,7 +235,8 @@ class Daemon:
                 log.warning("lease_lost", error=str(exc))
             except PermanentStageError as exc:
                 log.error("person_failed", error=str(exc), permanent=True)
-                await self._record(self.store.fail_permanently(pid, self.owner, _one_line(exc)))
+                error = _one_line(exc)
+                await self._record(pid, lambda: self.store.fail_permanently(pid, self.owner, error))
             except Exception as exc:  # noqa: BLE001 - any stage error is retried with backoff
                 await self._retry_later(person, exc)
             finally:
@@ -234,9 +247,10 @@ class Daemon:
         delay = backoff_delay(self.cfg, person.attempts)
         error = _one_line(exc)
         result = await self._record(
-            self.store.fail_attempt(
+            person.id,
+            lambda: self.store.fail_attempt(
                 person.id, self.owner, error, self.cfg.queue.max_attempts, delay
-            )
+            ),
         )
         state = result[0] if result else "lost"
         event = "person_failed" if state == "failed" else "person_retry_scheduled"
@@ -248,19 +262,46 @@ class Daemon:
             exc_info=not isinstance(exc, (FacequeueError, OSError)),
         )
 
-    async def _record(self, write):
-        """An outcome write, shielded from cancellation; if even the store's retries fail,
-        the heartbeat hands the lease back (release_orphans) instead of ending the daemon."""
+    async def _record(self, pid: int, write: Callable[[], Awaitable[Any]]) -> Any:
+        """An outcome write, shielded from cancellation. A full disk is waited out (see
+        _make_room); if anything else defeats even the store's retries, the heartbeat hands
+        the lease back (release_orphans) instead of ending the daemon."""
+        while True:
+            try:
+                return await asyncio.shield(write())
+            except Exception as exc:  # noqa: BLE001
+                if not is_disk_full(exc) or self.stop.is_set():
+                    log.error("outcome_not_recorded", error=_one_line(exc))
+                    return None
+                await self._make_room(pid, exc)
+
+    async def _make_room(self, pid: int, exc: Exception) -> None:
+        """The disk refused an outcome. Failed stages leave files whose rows were never
+        committed (often what filled the disk): once every other person here is idle or
+        waiting too (nobody is between a file and its row), sweep them, then try again."""
+        if not self.waiting_for_room:
+            log.error("outcome_waits_for_disk_space", error=_one_line(exc))
+        self.waiting_for_room.add(pid)
         try:
-            return await asyncio.shield(write)
-        except Exception as exc:  # noqa: BLE001
-            log.error("outcome_not_recorded", error=_one_line(exc))
-            return None
+            busy = [
+                t for p, t in self.tasks.items() if p not in self.waiting_for_room and not t.done()
+            ]
+            loop = asyncio.get_running_loop()
+            if busy:
+                idle = asyncio.wait(busy, timeout=self.cfg.queue.heartbeat_s)
+                await _wait_any(self.stop.wait(), idle)
+            elif loop.time() - self.last_room_sweep > ROOM_SWEEP_EVERY_S:
+                self.last_room_sweep = loop.time()
+                await self._sweep_files()
+            else:
+                await _wait_any(self.stop.wait(), asyncio.sleep(self.cfg.queue.heartbeat_s))
+        finally:
+            self.waiting_for_room.discard(pid)
 
     async def _sweep_files(self) -> None:
         """Crash leftovers: temp files of dead processes, and (when no other daemon shares
         the data folder) files no row references. Never fatal."""
-        from facequeue.ops.sweep import sweep
+        from facequeue.ops.sweep import sweep, sweep_old_temps
 
         try:
             stale_s = liveness.STALE_HEARTBEATS * self.cfg.queue.heartbeat_s
@@ -271,7 +312,7 @@ class Daemon:
             ]
             live = {owner_tag(d.host, d.pid) for d in others} | {owner_tag()}
             await sweep(self.cfg, self.store, others_alive=bool(others), live=live)
-            _sweep_tmp(self.cfg.tmp_dir, live)
+            sweep_old_temps(self.cfg.tmp_dir, live)
         except Exception as exc:  # noqa: BLE001 - a failed sweep must not stop the queue
             log.warning("sweep_failed", error=_one_line(exc))
 
@@ -317,6 +358,8 @@ class Daemon:
             log.warning("orphan_leases_released", people=orphans)
 
     async def _beat(self) -> None:
+        if not self.registered:  # start-up could not write (a full disk): register now
+            await self._register()
         await self.store.beat_daemon(self.owner, len(self.tasks))
 
     async def _reclaim(self) -> None:
@@ -365,18 +408,3 @@ async def _wait_any(*aws) -> None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _sweep_tmp(tmp_dir: Path, live: set[str], older_than_s: float = 3600) -> None:
-    """Temp files of dead owners (killed here, or on a host with no live daemon): unfinished
-    by definition, never referenced. A live owner's temps on shared storage are kept."""
-    if not tmp_dir.is_dir():
-        return
-    cutoff = time.time() - older_than_s
-    for path in tmp_dir.iterdir():
-        try:
-            dead = owner_is_dead(path, live)
-            if path.is_file() and (dead or (dead is None and path.stat().st_mtime < cutoff)):
-                path.unlink()
-        except OSError:
-            pass

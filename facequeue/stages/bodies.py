@@ -114,11 +114,10 @@ def place(body: Body, dest_dir: Path, ext: str, tmp_name: str) -> Path:
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    src = body.spool
-    if src is None:
-        src = Path(tmp_name)
-        src.write_bytes(body.data or b"")
-    try:
+    src = body.spool or Path(tmp_name)
+    try:  # a write cut short (ENOSPC) must not leave its partial temp file behind
+        if body.spool is None:
+            src.write_bytes(body.data or b"")
         try:
             src.replace(dest)
         except OSError as exc:

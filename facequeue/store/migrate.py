@@ -4,6 +4,7 @@ transaction (a failed one is rolled back and stays pending)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 from pathlib import Path
@@ -75,7 +76,9 @@ async def apply_sqlite(
                 )
                 await conn.execute("COMMIT")
             except BaseException as exc:
-                await conn.execute("ROLLBACK")
+                if conn.in_transaction:  # its own failure must not hide the cause
+                    with contextlib.suppress(sqlite3.Error):
+                        await conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"migration {path.name} failed: {exc}") from None
                 raise

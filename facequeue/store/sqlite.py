@@ -8,6 +8,7 @@ inside one transaction. Other processes are kept out by SQLite's own locking (BE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 import time
@@ -122,14 +123,22 @@ class SqliteStore(ReviewQueries):
         BEGIN IMMEDIATE takes the write lock, so lock contention shows up there (and only
         there, in WAL mode): it is retried, the transaction's body runs once."""
         async with self.lock:
-            await self._retrying(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             try:
+                await self._retrying(lambda: self.conn.execute("BEGIN IMMEDIATE"))
                 yield self.conn
-            except BaseException:
-                await asyncio.shield(self.conn.execute("ROLLBACK"))
-                raise
-            else:
+                # A COMMIT that fails (SQLITE_FULL on a full disk) leaves the transaction
+                # open: it is rolled back below, or every later BEGIN would fail.
                 await asyncio.shield(self.conn.execute("COMMIT"))
+            except BaseException:
+                await asyncio.shield(self._rollback())
+                raise
+
+    async def _rollback(self) -> None:
+        """ROLLBACK whatever is open. A BEGIN cancelled while waiting still runs on
+        aiosqlite's thread, which runs requests in order: this ROLLBACK comes after it.
+        Nothing open (SQLite rolled back itself) is fine; no error here hides the cause."""
+        with contextlib.suppress(sqlite3.Error):
+            await self.conn.execute("ROLLBACK")
 
     async def _retrying(self, fn: Any) -> Any:
         """Run fn() again while SQLite says locked/busy, with backoff, up to retry_s."""
