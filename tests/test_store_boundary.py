@@ -22,6 +22,7 @@ ALLOWED = {
     "facequeue.store.migration_files",
     "facequeue.store.backend_migrations",
     "facequeue.store.copy_db",
+    "facequeue.store.database_disk_full",
 }
 SQL = re.compile(r"\b(SELECT\s+.+\s+FROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.I)
 

@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import errno
 import shutil
-import sqlite3
 from pathlib import Path
 
 import structlog
 
 from facequeue.errors import LocalIOError
+from facequeue.store import database_disk_full
 
 log = structlog.get_logger()
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
-_PG_DISK_FULL = "53100"  # SQLSTATE disk_full
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, sqlite3.Error):
-        return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_FULL
-    if getattr(exc, "sqlstate", None) == _PG_DISK_FULL:
+    if database_disk_full(exc):
         return True
     if isinstance(exc, OSError):
         return exc.errno in _FULL_ERRNOS

@@ -6,6 +6,7 @@ Callers use `open_store(cfg)`, the `Store` protocol (base.py) and the records (r
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -85,6 +86,17 @@ def backend_migrations(cfg: Config) -> list[tuple[int, str, Path]]:
     return migration_files()
 
 
+_PG_DISK_FULL = "53100"  # SQLSTATE disk_full
+
+
+def database_disk_full(exc: BaseException) -> bool:
+    """A write the database refused because its disk is full (SQLite's SQLITE_FULL,
+    PostgreSQL's disk_full): not a verdict on the work, worth doing again once there is room."""
+    if isinstance(exc, sqlite3.Error):
+        return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_FULL
+    return getattr(exc, "sqlstate", None) == _PG_DISK_FULL
+
+
 @asynccontextmanager
 async def open_store(cfg: Config, migrate: bool = True) -> AsyncIterator[Store]:
     store = await connect(cfg, migrate=migrate)
@@ -135,6 +147,7 @@ __all__ = [
     "backend_migrations",
     "connect",
     "copy_db",
+    "database_disk_full",
     "migration_files",
     "open_store",
 ]
