@@ -106,14 +106,14 @@ min_images = 3
         max_rss_mb = int(err.rsplit("MAXRSS_KB ", 1)[1].split()[0]) / 1024
         stops = [json.loads(x) for x in err.splitlines() if "analysis_workers_stopping" in x]
         workers_mb = [mb for line in stops for mb in line["peak_rss_mb"]]
+        (main_mb,) = [
+            json.loads(x)["peak_rss_mb"] for x in err.splitlines() if "daemon_stopped" in x
+        ]
         print(
-            f"largest process of the daemon run: {max_rss_mb:.0f} MB; "
+            f"largest process of the daemon run: {max_rss_mb:.0f} MB; daemon {main_mb} MB, "
             f"analysis workers' peaks {workers_mb} MB"
         )
-        # The Pi budget is 250 MB per process (issue 14, still open): after the merges of this
-        # round the largest process measured 243-268 MB here. Guard against regressions above
-        # that until the budget is met again.
-        assert max_rss_mb <= 300
+        assert max_rss_mb <= 250 and main_mb <= 250  # the Pi budget, per process (issue 14)
         logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
         assert any(ln["event"] == "person_finished" and "person_id" in ln for ln in logs)
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import math
 import os
+import resource
 import signal
 import socket
 import uuid
@@ -112,7 +113,10 @@ class Daemon:
                 except (NotImplementedError, RuntimeError):
                     pass
         waiting = await self.store.next_run_after()
-        log.info("daemon_stopped", processed=self.processed, next_retry_at=waiting)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # Linux: KiB
+        log.info(
+            "daemon_stopped", processed=self.processed, next_retry_at=waiting, peak_rss_mb=peak_mb
+        )
         return self.exit_code
 
     async def _start_up(self) -> int:
