@@ -14,7 +14,7 @@ import structlog
 
 from facequeue.config import Config
 from facequeue.errors import InputError
-from facequeue.intake import llm, wikidata
+from facequeue.intake import wikidata
 from facequeue.intake.names import (
     NO_PROGRESS,
     Plan,
@@ -53,6 +53,9 @@ async def plan_country(
     if source == "wikidata":
         return await wikidata.plan_country(cfg, country, occs, count, country_qid, progress)
     if source == "llm":
+        # openai costs a second and ~40 MB to import: only the LLM source pays for it
+        from facequeue.intake import llm
+
         return await llm.plan_country(
             cfg, country, occs, count, country_qid, keep_unverified, progress
         )
