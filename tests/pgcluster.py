@@ -50,11 +50,14 @@ def _run_as() -> list[str]:
     try:
         pwd.getpwnam(TEST_USER)
     except KeyError:
-        subprocess.run(
+        # two test processes (pytest -n 2) may both find it missing: exit code 9 is "exists"
+        res = subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if res.returncode not in (0, 9):
+            raise RuntimeError(f"useradd {TEST_USER} failed: {res.stderr.strip()}")
     return ["runuser", "-u", TEST_USER, "--"]
 
 

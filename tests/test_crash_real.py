@@ -65,6 +65,20 @@ def outcome(cfg: Path) -> tuple[dict, set, list]:
         con.close()
 
 
+def not_at_rest(cfg: Path) -> list[tuple]:
+    """Who is not at rest, and why (for a failing assertion's message)."""
+    con = sqlite3.connect(cfg.parent / "data" / "facequeue.db")
+    try:
+        return list(
+            con.execute(
+                "SELECT name, state, stage, attempts, run_after, last_error FROM people "
+                "WHERE state NOT IN ('promoted', 'insufficient', 'no_consensus')"
+            )
+        )
+    finally:
+        con.close()
+
+
 @pytest.mark.slow
 @pytest.mark.model
 async def test_sigkill_real_pipeline_default_config_matches_uninterrupted(tmp_path, testdata_dir):
@@ -82,7 +96,10 @@ async def test_sigkill_real_pipeline_default_config_matches_uninterrupted(tmp_pa
         code, _, err = await cli(calm, "run", "--once")
         assert code == 0, err[-3000:]
         want_states, want_accepted, _ = outcome(calm)
-        assert set(want_states.values()) <= {"promoted", "insufficient", "no_consensus"}
+        assert set(want_states.values()) <= {"promoted", "insufficient", "no_consensus"}, (
+            not_at_rest(calm),
+            err[-3000:],
+        )
         assert len(want_accepted) >= 15
 
         crashy = config(tmp_path, "killed", svc, weights)

@@ -10,7 +10,6 @@ from aiohttp import web
 from servers import serve
 
 from facequeue.config import Config
-from facequeue.errors import StageError
 from facequeue.runner.pipeline import Resources, Stages, all_or_cancel
 from facequeue.store import Downloaded, NewImage, NewPerson, SqliteStore
 
@@ -115,34 +114,56 @@ async def test_a_failed_image_task_cancels_its_siblings_before_the_error_is_rais
         await store.close()
 
 
-async def test_raw_file_deleted_by_another_persons_curation_is_downloaded_again(tmp_path):
-    """Raw files are shared by content; if one vanished between download and analysis the
-    stage fails (retried) and the image goes back to pending: never a rejection."""
-    cfg = Config(data_dir=tmp_path / "data")
+@pytest.mark.model
+async def test_raw_file_deleted_by_another_persons_curation_is_downloaded_again(
+    tmp_path, testdata_dir
+):
+    """Raw files are shared by content; if one vanished between download and analysis (another
+    person's curation deleted it) it is fetched again and analysed in the same stage: never a
+    rejection, and no retry for the person to wait for (run --once would end with it queued)."""
+    photo = sorted((testdata_dir / "people" / "Colin_Powell").iterdir())[0].read_bytes()
+    hits: list[str] = []
+
+    async def serve_photo(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(body=photo, content_type="image/jpeg")
+
+    app = web.Application()
+    app.router.add_get("/p.jpg", serve_photo)
+    cfg = Config(
+        data_dir=tmp_path / "data",
+        analysis={"deepface_home": str(tmp_path / "deepface"), "workers": 1},
+        download={"allow_private_addresses": True, "honor_robots_txt": False},
+    )
     store = await SqliteStore.open(cfg.db_path)
     res = Resources(cfg)
     try:
-        (pid,) = (await store.add_people([NewPerson("A B", "A_B", "Serbia")])).added
-        await store.insert_images([NewImage(person_id=pid, provider="t", rank=0, url="u0")])
-        (img,) = await store.images_of(pid)
-        await store.mark_downloaded(
-            img.id,
-            Downloaded(
-                sha256="ab" * 32,
-                raw_path="raw/ab/" + "ab" * 32 + ".jpg",  # never written: "deleted"
-                final_url="u0",
-                content_type="image/jpeg",
-                bytes=10,
-                width=200,
-                height=200,
-                format="JPEG",
-            ),
-        )
-        person = await store.get_person(pid)
-        with pytest.raises(StageError, match="downloaded again"):
-            await Stages(cfg, store, res).analyze(person)
+        async with serve(app) as base:
+            (pid,) = (await store.add_people([NewPerson("A B", "A_B", "Serbia")])).added
+            await store.insert_images(
+                [NewImage(person_id=pid, provider="t", rank=0, url=f"{base}/p.jpg")]
+            )
+            (img,) = await store.images_of(pid)
+            await store.mark_downloaded(
+                img.id,
+                Downloaded(
+                    sha256="ab" * 32,
+                    raw_path="raw/ab/" + "ab" * 32 + ".jpg",  # never written: "deleted"
+                    final_url=f"{base}/p.jpg",
+                    content_type="image/jpeg",
+                    bytes=10,
+                    width=200,
+                    height=200,
+                    format="JPEG",
+                ),
+            )
+            person = await store.get_person(pid)
+            assert await Stages(cfg, store, res).analyze(person) is None
         (again,) = await store.images_of(pid)
-        assert (again.state, again.raw_path, again.reason) == ("pending", None, None)
+        assert (again.state, again.reason, again.analysis_status) == ("analyzed", None, "ok")
+        assert again.raw_path and (cfg.data_dir / again.raw_path).is_file()
+        assert again.sha256 != "ab" * 32
+        assert hits == ["/p.jpg"]
     finally:
         await res.close()
         await store.close()

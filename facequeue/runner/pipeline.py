@@ -201,50 +201,46 @@ class Stages:
     # -- download (and analysis as images arrive) ----------------------------------------
     async def download(self, person: Person) -> StageResult:
         """Each image is analysed once stored, overlapping the downloads; rows record progress."""
-        downloader = await self.res.downloader()
         pending = await self.store.images_of(person.id, ImageState.PENDING)
         ready = await self.store.images_of(person.id, ImageState.DOWNLOADED)
-
-        async def one(img: Image) -> None:
-            if img.provider == "folder":
-                outcome = await downloader.ingest_file(Path(img.url), self.cfg.raw_dir)
-            else:
-                outcome = await downloader.fetch(img.url, self.cfg.raw_dir)
-            if outcome.ok:
-                # a successful outcome always has its file, digest and size
-                assert outcome.sha256 and outcome.path and outcome.size is not None
-                raw_path = layout.relative(self.cfg, outcome.path)
-                await self.store.mark_downloaded(
-                    img.id,
-                    Downloaded(
-                        sha256=outcome.sha256,
-                        raw_path=raw_path,
-                        final_url=outcome.final_url,
-                        content_type=outcome.content_type,
-                        bytes=outcome.size,
-                        width=outcome.width,
-                        height=outcome.height,
-                        format=outcome.format,
-                    ),
-                )
-                await self._analyze_one(
-                    person, replace(img, state=ImageState.DOWNLOADED, raw_path=raw_path)
-                )
-            else:
-                log.info(
-                    "image_rejected",
-                    image_id=img.id,
-                    reason=outcome.reason,
-                    detail=outcome.detail,
-                )
-                await self.store.reject_image(
-                    img.id, outcome.reason or "download_failed", outcome.detail
-                )
-
         await all_or_cancel(
-            [self._analyze_one(person, img) for img in ready] + [one(img) for img in pending]
+            [self._analyze_one(person, img) for img in ready]
+            + [self._download_one(person, img) for img in pending]
         )
         return None
+
+    async def _download_one(self, person: Person, img: Image, refetches: int = 2) -> None:
+        downloader = await self.res.downloader()
+        if img.provider == "folder":
+            outcome = await downloader.ingest_file(Path(img.url), self.cfg.raw_dir)
+        else:
+            outcome = await downloader.fetch(img.url, self.cfg.raw_dir)
+        if not outcome.ok:
+            log.info(
+                "image_rejected", image_id=img.id, reason=outcome.reason, detail=outcome.detail
+            )
+            await self.store.reject_image(
+                img.id, outcome.reason or "download_failed", outcome.detail
+            )
+            return
+        # a successful outcome always has its file, digest and size
+        assert outcome.sha256 and outcome.path and outcome.size is not None
+        raw_path = layout.relative(self.cfg, outcome.path)
+        await self.store.mark_downloaded(
+            img.id,
+            Downloaded(
+                sha256=outcome.sha256,
+                raw_path=raw_path,
+                final_url=outcome.final_url,
+                content_type=outcome.content_type,
+                bytes=outcome.size,
+                width=outcome.width,
+                height=outcome.height,
+                format=outcome.format,
+            ),
+        )
+        downloaded = replace(img, state=ImageState.DOWNLOADED, raw_path=raw_path)
+        await self._analyze_one(person, downloaded, refetches)
 
     # -- analyze -------------------------------------------------------------------------
     async def analyze(self, person: Person) -> StageResult:
@@ -253,16 +249,23 @@ class Stages:
         await all_or_cancel([self._analyze_one(person, img) for img in todo])
         return None
 
-    async def _analyze_one(self, person: Person, img: Image) -> None:
+    async def _analyze_one(self, person: Person, img: Image, refetches: int = 2) -> None:
         from facequeue.vision import stored
         from facequeue.vision.analyze import crop_name
 
         assert img.raw_path is not None  # a downloaded image has its raw file
         raw = layout.absolute(self.cfg, img.raw_path)
         if not raw.is_file():
-            # Shared by content: another person's curation deleted it. Download it again.
+            # Raw files are shared by content: another person's curation (here or on another
+            # daemon) deleted this one between our download and now. Fetch it again at once;
+            # a stage retry would leave the person waiting for its backoff.
             await self.store.image_back_to_pending(img.id)
-            raise StageError(f"raw file of image {img.id} vanished; it is downloaded again")
+            if refetches == 0:
+                raise StageError(f"raw file of image {img.id} vanished; it is downloaded again")
+            log.info("raw_file_vanished", image_id=img.id, raw_path=img.raw_path)
+            pending = replace(img, state=ImageState.PENDING, raw_path=None, sha256=None)
+            await self._download_one(person, pending, refetches - 1)
+            return
         pool = await self.res.pool()
         prefix = str(layout.candidates_dir(self.cfg, person) / str(img.id))
         # One pass in the worker: decode, every usable face embedded, their crops written.
