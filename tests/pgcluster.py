@@ -57,7 +57,7 @@ def _run_as() -> list[str]:
             text=True,
         )
         if res.returncode not in (0, 9):
-            raise RuntimeError(f"useradd {TEST_USER} failed: {res.stderr.strip()}")
+            raise RuntimeError(f"useradd {TEST_USER} failed: {res.stderr.strip()}") from None
     return ["runuser", "-u", TEST_USER, "--"]
 
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import math
 import os
-import resource
 import signal
 import socket
 import uuid
@@ -24,6 +23,7 @@ import structlog
 from facequeue.config import Config
 from facequeue.errors import FacequeueError, LeaseLost, PermanentStageError
 from facequeue.files import owner_tag
+from facequeue.memory import peak_rss_mb
 from facequeue.retry import backoff
 from facequeue.runner import liveness
 from facequeue.runner.disk import FreeSpaceFloor, is_disk_full
@@ -113,9 +113,11 @@ class Daemon:
                 except (NotImplementedError, RuntimeError):
                     pass
         waiting = await self.store.next_run_after()
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # Linux: KiB
         log.info(
-            "daemon_stopped", processed=self.processed, next_retry_at=waiting, peak_rss_mb=peak_mb
+            "daemon_stopped",
+            processed=self.processed,
+            next_retry_at=waiting,
+            peak_rss_mb=peak_rss_mb(),
         )
         return self.exit_code
 

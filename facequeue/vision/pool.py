@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from facequeue.errors import FacequeueError, PermanentStageError
+from facequeue.memory import peak_rss_mb
 from facequeue.vision import engine
 from facequeue.vision.analyze import AnalysisSettings, Face, FaceAnalysis, analyze_image, write_crop
 
@@ -95,18 +96,6 @@ def _libc_trim() -> Callable[[], Any]:
         return lambda: fn(0)
     except (OSError, AttributeError):  # not glibc
         return lambda: None
-
-
-def _peak_rss_mb(w: _Worker) -> int | None:
-    """A worker's peak resident memory (Linux /proc), for the Pi memory budget."""
-    try:
-        with open(f"/proc/{w.proc.pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return None
 
 
 def _getpid() -> int:
@@ -306,7 +295,8 @@ class AnalysisPool:
         self._closed = True
         live = [w for w in self._slots if w is not None]
         if live:
-            log.info("analysis_workers_stopping", peak_rss_mb=[_peak_rss_mb(w) for w in live])
+            peaks = [peak_rss_mb(w.proc.pid) if w.proc.pid else None for w in live]
+            log.info("analysis_workers_stopping", peak_rss_mb=peaks)
         for i, w in enumerate(self._slots):
             if w is not None and i not in self._busy:
                 try:
