@@ -22,6 +22,7 @@ from facequeue.errors import ModelWeightsMissing
 from facequeue.files import atomic_write_bytes
 from facequeue.vision import decode, detect, engine
 from facequeue.vision.detect import Face
+from facequeue.vision.phash import phash
 
 CHIP_SIZE = 150  # dlib's aligned chip; also the normalised size for blur / hash
 
@@ -227,8 +228,6 @@ def _embedded_indexes(faces: tuple[Face, ...], s: AnalysisSettings) -> list[int]
 
 def _measure(img: np.ndarray, face: Face, eyes: Any, index: int, s: AnalysisSettings) -> FaceValues:
     import cv2
-    import imagehash
-    from PIL import Image
 
     marks: tuple[tuple[int, int], ...] = ()
     if _STATE.get("sp") is not None:
@@ -242,8 +241,8 @@ def _measure(img: np.ndarray, face: Face, eyes: Any, index: int, s: AnalysisSett
         brightness=round(float(grey.mean()), 2),
         contrast=round(float(grey.std()), 2),
         embedding=_embed(chip),
-        phash=str(imagehash.phash(Image.fromarray(grey))),
-        phash_mirror=str(imagehash.phash(Image.fromarray(np.ascontiguousarray(grey[:, ::-1])))),
+        phash=phash(grey),
+        phash_mirror=phash(np.ascontiguousarray(grey[:, ::-1])),
         landmarks=marks,
     )
 
