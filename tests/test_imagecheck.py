@@ -100,3 +100,20 @@ def test_truncated_headers_and_fill_bytes(tmp_path):
     junk = body[:2] + b"\x00" + body[2:]  # junk between segments: Pillow skips it, we defer
     assert _plain_jpeg(junk) is None
     same_verdict(junk, tmp_path)
+
+
+@pytest.mark.parametrize("order", ["MM", "II"])
+def test_exif_in_either_byte_order(order, tmp_path):
+    """A camera's own EXIF block (written by hand here: Motorola or Intel byte order)."""
+    end = "big" if order == "MM" else "little"
+
+    def n(value: int, width: int) -> bytes:
+        return value.to_bytes(width, end)
+
+    entry = n(0x0112, 2) + n(3, 2) + n(1, 4) + n(8, 2) + b"\0\0"  # orientation 8: turned
+    tiff = order.encode() + n(42, 2) + n(8, 4) + n(1, 2) + entry + n(0, 4)
+    app1 = b"Exif\0\0" + tiff
+    body = jpeg()[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + jpeg()[2:]
+    assert _plain_jpeg(body) == (320, 200, 8)
+    check = same_verdict(body, tmp_path)
+    assert (check.width, check.height) == (200, 320)
