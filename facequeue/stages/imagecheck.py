@@ -157,7 +157,8 @@ def _plain_jpeg(data: bytes) -> tuple[int, int, int] | None:
             exif, orientation = True, found
         elif marker == 0xE2 and data.startswith(b"MPF\0", start):
             return None  # maybe MPO
-    if frame is None or 0 in frame or frame[0] * frame[1] > 2 * (Image.MAX_IMAGE_PIXELS or 0):
+    bomb = Image.MAX_IMAGE_PIXELS  # None when a user switched Pillow's check off
+    if frame is None or 0 in frame or (bomb and frame[0] * frame[1] > 2 * bomb):
         return None  # no frame, empty, or what Pillow calls a decompression bomb
     return frame[0], frame[1], orientation
 
